@@ -1,0 +1,27 @@
+# Two entry points for a fresh clone (see README): `make demo` and `make test`.
+# Both create .venv on first use and are quick once it is up to date.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedgan demo --out runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/prepare_throughput.py
+	$(VENV)/bin/python benchmarks/synth_throughput.py
+	$(VENV)/bin/python benchmarks/grade_signal.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,124 @@
+"""Typed, frozen configuration shared by the command line, the store manifest and run folders.
+
+One home for every tunable: dataclasses declare the defaults and their intent, TOML files and
+command-line overrides are checked against them (unknown keys and wrong types are errors, not
+silently ignored), and `to_dict` gives the exact record that is written next to the outputs so a
+run can be reproduced. TOML uses kebab-case keys (Flower's convention); Python uses snake_case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fedgan.errors import FedGANError
+
+T = TypeVar("T")
+
+#: EyePACS (Kaggle 2015) training-set grade frequencies: 25810/2443/5292/873/708 of 35126.
+SCREENING_GRADE_MIX: tuple[float, ...] = (0.735, 0.070, 0.151, 0.024, 0.020)
+NUM_GRADES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """The preprocessing pipeline, in the order the steps run (see `fedgan.data.preprocess`)."""
+
+    size: int = 128  # output height and width in pixels (the paper's 128x128)
+    grayscale: bool = True  # one channel, as the paper's models expect
+    crop_fov: bool = True  # crop to the round field of view before resizing, so circles stay round
+    interpolation: str = "area"  # resize filter: area (best for shrinking), bilinear (the paper), bicubic
+    clahe_clip: float = 2.0  # CLAHE contrast limit; 0 disables CLAHE
+    clahe_tiles: int = 8  # CLAHE grid is tiles x tiles
+    gamma: float = 1.4  # x ** gamma after normalising to [0, 1]; 1 disables
+    bins: int = 16  # quantise to round(x * bins) / bins; 0 disables
+    window_center: float = 40.0  # DICOM only: Hounsfield window centre (abdominal soft tissue)
+    window_width: float = 400.0  # DICOM only: Hounsfield window width
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.size <= 4096:
+            raise FedGANError(f"preprocess size must be between 8 and 4096, got {self.size}")
+        if self.interpolation not in ("area", "bilinear", "bicubic"):
+            raise FedGANError(f"interpolation must be area, bilinear or bicubic, got {self.interpolation!r}")
+        if self.clahe_clip < 0 or self.clahe_tiles < 1:
+            raise FedGANError("clahe-clip must be >= 0 and clahe-tiles >= 1")
+        if self.gamma <= 0 or self.bins < 0 or self.window_width <= 0:
+            raise FedGANError("gamma and window-width must be > 0 and bins >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreConfig:
+    """How a prepared store is laid out on disk."""
+
+    shard_size: int = 1024  # records per TFRecord shard (about 64 MiB of float32 at 128 px)
+    compression: str = "gzip"  # gzip (the paper's choice; binned images shrink ~10x) or none
+    heldout_fraction: float = 0.2  # stratified by grade; never read by training, only by evaluation
+    seed: int = 0  # fixes the held-out split
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise FedGANError(f"shard-size must be >= 1, got {self.shard_size}")
+        if self.compression not in ("gzip", "none"):
+            raise FedGANError(f"compression must be gzip or none, got {self.compression!r}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise FedGANError(f"heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
+
+
+def to_kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as a TOML/JSON-ready mapping with kebab-case keys."""
+    return {to_kebab(k): v for k, v in dataclasses.asdict(config).items()}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check `value` against a field type; ints are accepted where floats are expected."""
+    target = annotation if isinstance(annotation, type) else typing.get_origin(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(annotation, types.UnionType) or target is None:
+        return value
+    if target is bool and not isinstance(value, bool):
+        raise FedGANError(f"config key {to_kebab(key)!r} must be true or false, got {value!r}")
+    if not isinstance(value, target) or (target is int and isinstance(value, bool)):
+        raise FedGANError(f"config key {to_kebab(key)!r} must be {target.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], values: dict[str, Any], *, base: T | None = None) -> T:
+    """Build `cls` from kebab- or snake-case keys over `base` (or the defaults).
+
+    Unknown keys are an error that lists the known ones, so a typo never silently falls back to
+    a default.
+    """
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    updates: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = raw_key.replace("-", "_")
+        if key not in known:
+            choices = ", ".join(sorted(to_kebab(k) for k in known))
+            raise FedGANError(f"unknown config key {raw_key!r} for {cls.__name__}; known: {choices}")
+        updates[key] = _coerce(value, hints[key], key)
+    start = base if base is not None else cls()
+    return dataclasses.replace(start, **updates)  # type: ignore[type-var]
+
+
+def load_toml_section(path: Path, section: str) -> dict[str, Any]:
+    """One `[section]` of a TOML file, with a one-line error for unreadable files."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FedGANError(f"{path}: cannot read config ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise FedGANError(f"{path}: not valid TOML ({exc})") from exc
+    table = document.get(section, {})
+    if not isinstance(table, dict):
+        raise FedGANError(f"{path}: [{section}] must be a table")
+    return table

@@ -1,0 +1,172 @@
+"""A prepared store: sharded TFRecord files per split plus `manifest.json`.
+
+```
+STORE/
+  manifest.json                 counts, per-grade counts, image shape, preprocessing config,
+                                sha256 per shard, one entry per record (id, source file, split)
+  train-00000.tfrecord.gz       Example records: image (float32 CHW in [-1, 1]), label (int64,
+  heldout-00000.tfrecord.gz     -1 if unlabelled), channels/height/width, id, source
+```
+Training reads only the `train` split; the `heldout` split (stratified by grade) exists for
+evaluation. The manifest is the single description of a store, so readers never guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedgan.data.tfrecord import TFRecordWriter, decode_example, encode_example, read_records
+from fedgan.errors import DataError, FedGANError
+
+MANIFEST = "manifest.json"
+FORMAT = "fedgan-store"
+FORMAT_VERSION = 1
+SPLITS = ("train", "heldout")
+
+
+def tf_data_snippet(compression: str) -> str:
+    """How a TensorFlow user reads a store (shown by `fedgan inspect` and in the manifest)."""
+    kind = '"GZIP"' if compression == "gzip" else '""'
+    return (
+        f'tf.data.TFRecordDataset(files, compression_type={kind}).map(lambda r: tf.io.parse_single_example(r, '
+        '{"image": tf.io.FixedLenFeature([C*H*W], tf.float32), "label": tf.io.FixedLenFeature([], tf.int64)}))'
+    )
+
+
+def image_record(image: np.ndarray, *, label: int, item_id: str, source: str) -> bytes:
+    channels, height, width = image.shape
+    return encode_example(
+        {
+            "image": image.ravel(),
+            "label": [label],
+            "channels": [channels],
+            "height": [height],
+            "width": [width],
+            "id": item_id,
+            "source": source,
+        }
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    image: np.ndarray  # float32, (C, H, W), [-1, 1]
+    label: int
+    item_id: str
+
+
+class ShardedWriter:
+    """Writes one split's records into shards of at most `shard_size` records each."""
+
+    def __init__(self, folder: Path, split: str, *, shard_size: int, compression: str) -> None:
+        self.folder, self.split = folder, split
+        self.shard_size, self.compression = shard_size, compression
+        self.shards: list[dict[str, Any]] = []
+        self._writer: TFRecordWriter | None = None
+
+    @property
+    def suffix(self) -> str:
+        return ".tfrecord.gz" if self.compression == "gzip" else ".tfrecord"
+
+    def write(self, payload: bytes) -> str:
+        """Write one record; returns the shard file name it went to."""
+        if self._writer is None or self._writer.count >= self.shard_size:
+            self._finish_shard()
+            name = f"{self.split}-{len(self.shards):05d}{self.suffix}"
+            self._writer = TFRecordWriter(self.folder / name, compression=self.compression)
+        self._writer.write(payload)
+        return self._writer.path.name
+
+    def _finish_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        with open(self._writer.path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        self.shards.append({"file": self._writer.path.name, "count": self._writer.count, "sha256": digest})
+        self._writer = None
+
+    def close(self) -> list[dict[str, Any]]:
+        self._finish_shard()
+        return self.shards
+
+
+def grade_counts(labels: list[int] | np.ndarray) -> dict[str, int]:
+    """Per-grade counts with string keys (JSON), unlabelled as "unlabelled"."""
+    counts = Counter(int(label) for label in labels)
+    return {("unlabelled" if k < 0 else str(k)): v for k, v in sorted(counts.items())}
+
+
+class Store:
+    """Read access to a prepared store; everything it knows comes from the manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise FedGANError(f"{self.path}: not a FedGAN store (no {MANIFEST}; create one with `fedgan prepare`)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(manifest_path, f"corrupt manifest ({exc})") from None
+        if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") != FORMAT_VERSION:
+            raise DataError(manifest_path, f"unsupported store format {self.manifest.get('format')!r} "
+                            f"version {self.manifest.get('format_version')!r} (this FedGAN reads {FORMAT} v{FORMAT_VERSION})")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["image_shape"])  # type: ignore[return-value]
+
+    @property
+    def compression(self) -> str:
+        return str(self.manifest["compression"])
+
+    def entries(self, split: str = "train") -> list[dict[str, Any]]:
+        """Manifest entries (id, source, label, shard) of a split, in record order."""
+        self._check_split(split)
+        return [entry for entry in self.manifest["records"] if entry["split"] == split]
+
+    def labels(self, split: str = "train") -> np.ndarray:
+        """Labels of a split from the manifest alone (partitioning needs no pixels)."""
+        return np.asarray([entry["label"] for entry in self.entries(split)], np.int64)
+
+    def records(self, split: str = "train") -> Iterator[Record]:
+        """Stream a split's records from its shards, checksummed frame by frame."""
+        self._check_split(split)
+        shape = self.image_shape
+        for shard in self.manifest["splits"][split]["shards"]:
+            for payload in read_records(self.path / shard["file"], compression=self.compression):
+                features = decode_example(payload)
+                image = np.asarray(features["image"], np.float32).reshape(shape)
+                yield Record(image, int(features["label"][0]), features["id"][0].decode())  # type: ignore[union-attr]
+
+    def load(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """A split as (images N x C x H x W float32, labels N int64), preallocated from the manifest."""
+        count = self.manifest["splits"][split]["count"]
+        images = np.empty((count, *self.image_shape), np.float32)
+        labels = np.empty(count, np.int64)
+        for index, record in enumerate(self.records(split)):
+            images[index], labels[index] = record.image, record.label
+        return images, labels
+
+    def verify(self) -> list[str]:
+        """Shard files whose sha256 differs from the manifest's (empty when intact)."""
+        bad = []
+        for split in SPLITS:
+            for shard in self.manifest["splits"][split]["shards"]:
+                with open(self.path / shard["file"], "rb") as handle:
+                    if hashlib.file_digest(handle, "sha256").hexdigest() != shard["sha256"]:
+                        bad.append(shard["file"])
+        return bad
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise FedGANError(f"unknown split {split!r}; a store has {', '.join(SPLITS)}")
