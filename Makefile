@@ -19,8 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/prepare_throughput.py
-	$(VENV)/bin/python benchmarks/synth_throughput.py
+	$(VENV)/bin/python benchmarks/data_throughput.py
 	$(VENV)/bin/python benchmarks/grade_signal.py
 
 clean:

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--window-center", type=float, help="DICOM Hounsfield window centre (default: 40)")
     group.add_argument("--window-width", type=float, help="DICOM Hounsfield window width (default: 400)")
     group = prepare.add_argument_group("store")
-    group.add_argument("--shard-size", type=int, help="records per shard (default: 1024)")
+    group.add_argument("--shard-size", type=int, help="records per shard (default: 256)")
     group.add_argument("--compression", choices=("gzip", "none"), help="TFRecord compression (default: gzip)")
     group.add_argument("--heldout", dest="heldout_fraction", type=float, help="held-out fraction for evaluation (default: 0.2)")
     prepare.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping")

@@ -27,6 +27,21 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """forkserver where available, never plain fork.
+
+    A process that has already used OpenCV (or torch) holds thread pools that a forked child
+    inherits in a broken state: the child hangs on its first parallel OpenCV call. forkserver
+    forks workers from a clean server process and costs a fraction of a second per pool.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["numpy", "cv2", "fedgan.data.prepare", "fedgan.data.sources.synth_sets"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _one_thread_per_worker() -> None:
     """Processes already use every core; OpenCV's own threads would only oversubscribe them."""
     cv2.setNumThreads(1)
@@ -41,20 +56,24 @@ def ordered_map(
     description: str,
     progress: bool = True,
     chunksize: int = 8,
+    advance: Callable[[Out], int] = lambda result: 1,
 ) -> Iterator[Out]:
-    """Yield `function(item)` for each item, in order, using `workers` processes."""
+    """Yield `function(item)` for each item, in order, using `workers` processes.
+
+    The progress bar counts `total` units; each result advances it by `advance(result)`
+    (e.g. the images in a shard when an item is a whole shard).
+    """
     bar = tqdm(total=total, desc=description, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     try:
         if workers <= 1:
             for item in items:
-                yield function(item)
-                bar.update()
-            return
-        # fork is cheap and shares the read-only inputs; spawn where fork is unavailable.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers, initializer=_one_thread_per_worker) as pool:
-            for result in pool.imap(function, items, chunksize=chunksize):
+                result = function(item)
+                bar.update(advance(result))
                 yield result
-                bar.update()
+            return
+        with _context().Pool(workers, initializer=_one_thread_per_worker) as pool:
+            for result in pool.imap(function, items, chunksize=chunksize):
+                bar.update(advance(result))
+                yield result
     finally:
         bar.close()

@@ -34,9 +34,13 @@ _REDUCED = {
 
 
 def reduction_factor(width: int, height: int, target: int) -> int:
-    """Largest of 1/2/4/8 that keeps the short side at least twice the target (for a clean resize)."""
+    """Largest of 1/2/4/8 that keeps the short side at least the target size.
+
+    libjpeg's scaled inverse DCT averages each 8x8 block's frequencies, a proper low-pass, so
+    the decoded image is a clean downscale, and the area resize that follows does the rest.
+    """
     factor = 1
-    while factor < 8 and min(width, height) // (factor * 2) >= 2 * target:
+    while factor < 8 and min(width, height) // (factor * 2) >= target:
         factor *= 2
     return factor
 
@@ -53,7 +57,10 @@ def read_header(data: bytes, path: Path) -> tuple[str, int, int]:
     except UnidentifiedImageError:
         raise DataError(path, "not an image file (unknown format)") from None
     except Exception as exc:  # PIL raises many types on damaged headers
-        raise DataError(path, f"unreadable image header ({exc})") from None
+        kind = "JPEG" if data[:2] == b"\xff\xd8" else "PNG" if data[:4] == b"\x89PNG" else "image"
+        if "truncated" in str(exc).lower():
+            raise DataError(path, f"truncated {kind} (header incomplete)") from None
+        raise DataError(path, f"unreadable {kind} header ({exc})") from None
     if fmt == "JPEG" and b"\xff\xd9" not in data[-1024:]:
         raise DataError(path, "truncated JPEG (no end-of-image marker)")
     if fmt == "PNG" and b"IEND" not in data[-64:]:
@@ -110,9 +117,9 @@ def decode_dicom(path: Path, config: PreprocessConfig) -> np.ndarray:
     hu = apply_rescale(stored, ds).astype(np.float32)
     low = config.window_center - config.window_width / 2
     windowed = np.clip((hu - low) / config.window_width, 0.0, 1.0)
-    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        windowed = 1.0 - windowed  # MONOCHROME1 stores white as the minimum
     gray = (windowed * 255 + 0.5).astype(np.uint8)
+    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        gray = 255 - gray  # MONOCHROME1 stores white as the minimum
     return gray if config.grayscale else cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 

@@ -9,12 +9,13 @@ and the whole store is staged and renamed at the end: an interrupted run leaves 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import time
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from fedgan import __version__
 from fedgan.atomic import staged_directory, write_text_atomic
@@ -26,7 +27,8 @@ from fedgan.data.sources.base import Discovery, Skip, SourceItem
 from fedgan.data.sources.dicom import read_dicom_tree
 from fedgan.data.sources.folder import read_image_folder
 from fedgan.data.sources.tabular import APTOS, EYEPACS, read_csv_layout
-from fedgan.data.store import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, ShardedWriter, grade_counts, image_record, tf_data_snippet
+from fedgan.data.store import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, grade_counts, image_record, shard_info, tf_data_snippet
+from fedgan.data.tfrecord import TFRecordWriter
 from fedgan.errors import DataError, FedGANError
 from fedgan.parallel import default_workers, ordered_map
 
@@ -88,13 +90,62 @@ def relative_source(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def _process(item: SourceItem, *, config: PreprocessConfig, root: Path) -> bytes | str:
-    """Worker: one file to an encoded Example, or the problem text."""
-    try:
-        image = preprocess(load_pixels(item.path, config), config)
-    except DataError as exc:
-        return exc.problem
-    return image_record(image, label=item.label, item_id=item.item_id, source=relative_source(item.path, root))
+@dataclasses.dataclass(frozen=True)
+class ShardJob:
+    """One shard's worth of consecutive items of a split: a unit of parallel work.
+
+    Workers write whole shards, so no image data flows back through the parent process and
+    the shard contents depend only on the inputs and the seed, never on the worker count.
+    """
+
+    path: Path
+    split: str
+    items: tuple[SourceItem, ...]
+    root: Path
+    config: PreprocessConfig
+    compression: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardResult:
+    shard: dict | None  # {"file", "count", "sha256"}, None when every item was skipped
+    entries: list[dict]
+    skipped: list[Skip]
+    attempted: int
+
+
+def write_shard(job: ShardJob) -> ShardResult:
+    """Worker: decode, preprocess and write one shard; unreadable items become skips."""
+    entries, skipped = [], []
+    with TFRecordWriter(job.path, compression=job.compression) as writer:
+        for item in job.items:
+            try:
+                image = preprocess(load_pixels(item.path, job.config), job.config)
+            except DataError as exc:
+                skipped.append(Skip(str(item.path), exc.problem))
+                continue
+            source = relative_source(item.path, job.root)
+            writer.write(image_record(image, label=item.label, item_id=item.item_id, source=source))
+            entries.append({"id": item.item_id, "source": source, "label": item.label, "split": job.split, "shard": job.path.name})
+    if not entries:
+        job.path.unlink()
+        return ShardResult(None, [], skipped, len(job.items))
+    return ShardResult(shard_info(job.path, len(entries)), entries, skipped, len(job.items))
+
+
+def shard_jobs(items: list[SourceItem], heldout: np.ndarray, staging: Path, root: Path,
+               preprocess_config: PreprocessConfig, store_config: StoreConfig) -> list[ShardJob]:
+    """Split items into train/held-out and each split into shards named like TensorFlow's."""
+    jobs = []
+    suffix = ".tfrecord.gz" if store_config.compression == "gzip" else ".tfrecord"
+    for split in SPLITS:
+        members = [item for item, is_heldout in zip(items, heldout) if is_heldout == (split == "heldout")]
+        size = store_config.shard_size
+        chunks = [tuple(members[i : i + size]) for i in range(0, len(members), size)]
+        for index, chunk in enumerate(chunks):
+            path = staging / f"{split}-{index:05d}-of-{len(chunks):05d}{suffix}"
+            jobs.append(ShardJob(path, split, chunk, root, preprocess_config, store_config.compression))
+    return jobs
 
 
 def prepare_store(
@@ -123,32 +174,27 @@ def prepare_store(
         raise FedGANError(f"{root}: no usable images found for the {discovery.layout} layout")
     heldout = stratified_holdout([item.label for item in items], store_config.heldout_fraction, store_config.seed)
     entries: list[dict] = []
+    shards: dict[str, list[dict]] = {split: [] for split in SPLITS}
     channels = 1 if preprocess_config.grayscale else 3
     with staged_directory(out, overwrite=overwrite) as staging:
-        writers = {
-            split: ShardedWriter(staging, split, shard_size=store_config.shard_size, compression=store_config.compression)
-            for split in SPLITS
-        }
-        work = functools.partial(_process, config=preprocess_config, root=root)
-        results = ordered_map(work, items, total=len(items), workers=workers or default_workers(), description="prepare", progress=progress)
-        for item, is_heldout, result in zip(items, heldout, results):
-            if isinstance(result, str):
-                skip = Skip(str(item.path), result)
+        jobs = shard_jobs(items, heldout, staging, root, preprocess_config, store_config)
+        results = ordered_map(write_shard, jobs, total=len(items), workers=workers or default_workers(), description="prepare",
+                              progress=progress, chunksize=1, advance=lambda result: result.attempted)
+        for job, result in zip(jobs, results):
+            for skip in result.skipped:
                 if strict:
                     raise FedGANError(f"{skip} (--strict)")
                 log.warning("skipped %s", skip)
-                skipped.append(skip)
-                continue
-            split = "heldout" if is_heldout else "train"
-            shard = writers[split].write(result)
-            entries.append({"id": item.item_id, "source": relative_source(item.path, root), "label": item.label, "split": split, "shard": shard})
+            skipped += result.skipped
+            entries += result.entries
+            if result.shard is not None:
+                shards[job.split].append(result.shard)
         if not entries:
             raise FedGANError(f"{root}: none of the {len(items)} images could be read (first problem: {skipped[-1]})")
         splits = {}
-        for split, writer in writers.items():
-            shards = writer.close()
+        for split in SPLITS:
             labels = [e["label"] for e in entries if e["split"] == split]
-            splits[split] = {"count": len(labels), "per_grade": grade_counts(labels), "shards": shards}
+            splits[split] = {"count": len(labels), "per_grade": grade_counts(labels), "shards": shards[split]}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -4,8 +4,8 @@
 STORE/
   manifest.json                 counts, per-grade counts, image shape, preprocessing config,
                                 sha256 per shard, one entry per record (id, source file, split)
-  train-00000.tfrecord.gz       Example records: image (float32 CHW in [-1, 1]), label (int64,
-  heldout-00000.tfrecord.gz     -1 if unlabelled), channels/height/width, id, source
+  train-00000-of-00002.tfrecord.gz  Example records: image (float32 CHW in [-1, 1]), label (int64,
+  heldout-00000-of-00001.tfrecord.gz  -1 if unlabelled), channels/height/width, id, source
 ```
 Training reads only the `train` split; the `heldout` split (stratified by grade) exists for
 evaluation. The manifest is the single description of a store, so readers never guess.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgan.data.tfrecord import TFRecordWriter, decode_example, encode_example, read_records
+from fedgan.data.tfrecord import decode_example, encode_example, read_records
 from fedgan.errors import DataError, FedGANError
 
 MANIFEST = "manifest.json"
@@ -63,40 +63,11 @@ class Record:
     item_id: str
 
 
-class ShardedWriter:
-    """Writes one split's records into shards of at most `shard_size` records each."""
-
-    def __init__(self, folder: Path, split: str, *, shard_size: int, compression: str) -> None:
-        self.folder, self.split = folder, split
-        self.shard_size, self.compression = shard_size, compression
-        self.shards: list[dict[str, Any]] = []
-        self._writer: TFRecordWriter | None = None
-
-    @property
-    def suffix(self) -> str:
-        return ".tfrecord.gz" if self.compression == "gzip" else ".tfrecord"
-
-    def write(self, payload: bytes) -> str:
-        """Write one record; returns the shard file name it went to."""
-        if self._writer is None or self._writer.count >= self.shard_size:
-            self._finish_shard()
-            name = f"{self.split}-{len(self.shards):05d}{self.suffix}"
-            self._writer = TFRecordWriter(self.folder / name, compression=self.compression)
-        self._writer.write(payload)
-        return self._writer.path.name
-
-    def _finish_shard(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        with open(self._writer.path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        self.shards.append({"file": self._writer.path.name, "count": self._writer.count, "sha256": digest})
-        self._writer = None
-
-    def close(self) -> list[dict[str, Any]]:
-        self._finish_shard()
-        return self.shards
+def shard_info(path: Path, count: int) -> dict[str, Any]:
+    """A shard's manifest entry: file name, record count and sha256 of the file as written."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"file": path.name, "count": count, "sha256": digest}
 
 
 def grade_counts(labels: list[int] | np.ndarray) -> dict[str, int]:

@@ -76,10 +76,14 @@ class Canvas:
         return int(round(px)), int(round(py))
 
     def blend(self, alpha: np.ndarray, colour: np.ndarray) -> None:
-        """Paint `colour` with per-pixel opacity `alpha` (H x W, 0..1)."""
-        a = alpha[..., None]
-        self.rgb *= 1 - a
-        self.rgb += a * colour
+        """Paint `colour` with per-pixel opacity `alpha` (H x W, 0..1), only where alpha > 0."""
+        x, y, w, h = cv2.boundingRect((alpha > 0).view(np.uint8))
+        if w == 0 or h == 0:
+            return
+        a = alpha[y : y + h, x : x + w, None]
+        region = self.rgb[y : y + h, x : x + w]
+        region *= 1 - a
+        region += a * colour
 
     def new_mask(self) -> np.ndarray:
         return np.zeros((self.height, self.width), np.float32)
@@ -106,9 +110,9 @@ def paint_background(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator)
 
     Returns the soft field-of-view mask (1 inside, 0 outside) used to black out the border.
     """
-    red = rng.uniform(0.74, 0.90)
-    green = red * rng.uniform(0.33, 0.44)
-    blue = green * rng.uniform(0.62, 0.80)
+    red = rng.uniform(0.86, 1.0)
+    green = red * rng.uniform(0.36, 0.46)
+    blue = green * rng.uniform(0.66, 0.82)
     base = np.array([red, green, blue], np.float32)
     dx, dy = canvas.x - anatomy.centre[0], canvas.y - anatomy.centre[1]
     r = np.sqrt(dx * dx + dy * dy) / anatomy.radius
@@ -367,7 +371,7 @@ def photograph(canvas: Canvas, fov: np.ndarray, rng: np.random.Generator) -> np.
     """Camera effects (defocus, white balance, sensor noise), black outside the field; uint8 BGR."""
     rgb = cv2.GaussianBlur(canvas.rgb, (0, 0), rng.uniform(0.3, 0.9) * canvas.scale)
     rgb *= rng.uniform(0.94, 1.06, 3).astype(np.float32) * rng.uniform(0.9, 1.08)
-    rgb += rng.normal(0, 0.008, rgb.shape).astype(np.float32)
+    rgb += np.float32(0.008) * rng.standard_normal(rgb.shape, dtype=np.float32)
     rgb *= fov[..., None]
     bgr = np.clip(rgb[..., ::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
     return bgr

@@ -1,0 +1,25 @@
+"""Small real data sets, generated once per test session with the project's own generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedgan.data.sources.synth_sets import write_ct_set, write_fundus_set
+
+
+@pytest.fixture(scope="session")
+def fundus_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 photographs (192 px) in the EyePACS layout, every grade present."""
+    out = tmp_path_factory.mktemp("data") / "eyepacs"
+    write_fundus_set(out, count=40, size=192, seed=7, grade_mix=(0.4, 0.15, 0.15, 0.15, 0.15), workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ct_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two patients of six 128 px slices each, as DICOM series."""
+    out = tmp_path_factory.mktemp("data") / "ct"
+    write_ct_set(out, patients=2, slices=6, size=128, seed=3, workers=1, progress=False)
+    return out

@@ -1,0 +1,87 @@
+"""The `fedgan` command as a user meets it: help, one-line errors, and the main flows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedgan.cli import main
+
+COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["demo"]]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedgan", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_examples(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "fedgan " in out
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("synth", "prepare", "inspect", "partition", "demo"):
+        assert name in out
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
+    result = run("prepare", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "s"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"fedgan: error: {tmp_path / 'missing'}: input folder not found"
+    result = run("inspect", str(tmp_path))
+    assert result.returncode == 1 and "not a FedGAN store" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_synth_prepare_inspect_partition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "fundus", "--out", str(tmp_path / "raw"), "--count", "25", "--size", "96", "--grade-mix", "2,1,1,1,1", "-q", "--workers", "1"]) == 0
+    assert "wrote 25 fundus photographs" in capsys.readouterr().out
+    config = tmp_path / "prep.toml"
+    config.write_text("[preprocess]\nsize = 32\ngamma = 1.0\n[store]\nshard-size = 10\n")
+    assert main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "store"), "--config", str(config), "--bins", "8", "-q", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared 25 images (eyepacs layout)" in out and "skipped 0" in out
+    assert main(["inspect", str(tmp_path / "store"), "--verify", "--records", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "1 x 32 x 32" in out and "gamma=1.0" in out and "bins=8" in out and "shard-size=10" in out
+    assert "every shard matches" in out and "train/" in out
+    assert main(["partition", str(tmp_path / "store"), "--clients", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "label-split partition" in out and out.strip().splitlines()[-1].split()[0] == "all"
+
+
+def test_unknown_config_key_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "raw").mkdir()
+    config = tmp_path / "bad.toml"
+    config.write_text("[preprocess]\nclahe-clipp = 3\n")
+    assert main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "s"), "--config", str(config)]) == 1
+    assert "unknown config key 'clahe-clipp'" in capsys.readouterr().err
+
+
+def test_ct_synth_and_prepare_from_the_command_line(tmp_path: Path) -> None:
+    assert run("synth", "ct", "--out", str(tmp_path / "ct"), "--patients", "1", "--slices", "3", "--size", "96", "-q").returncode == 0
+    result = run("prepare", "--input", str(tmp_path / "ct"), "--out", str(tmp_path / "store"), "--size", "32", "--heldout", "0", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "prepared 3 images (dicom layout)" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = run("demo", "--out", str(tmp_path / "demo"), "-q")
+    assert result.returncode == 0, result.stderr
+    demo = tmp_path / "demo"
+    for name in ("preview.png", "summary.txt", "config.toml", "stores/fundus/manifest.json", "stores/ct/manifest.json"):
+        assert (demo / name).is_file(), name
+    assert "label-split across 10 hospitals" in result.stdout
+    assert "[data.fundus]" in (demo / "config.toml").read_text()
+    again = run("demo", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
+    assert again.returncode == 0 and "reused the fundus photographs" in again.stdout
