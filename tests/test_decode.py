@@ -74,7 +74,7 @@ def test_grayscale_and_cmyk_jpegs(tmp_path: Path) -> None:
     Image.fromarray(gradient()).convert("CMYK").save(tmp_path / "cmyk.jpg")
     gray = load_pixels(tmp_path / "gray.jpg", GRAY)
     cmyk = load_pixels(tmp_path / "cmyk.jpg", GRAY)
-    colour = load_pixels(tmp_path / "cmyk.jpg", PreprocessConfig(size=32, grayscale=False))
+    colour = load_pixels(tmp_path / "cmyk.jpg", PreprocessConfig(size=64, grayscale=False))
     assert gray.shape == cmyk.shape == (64, 96)
     assert colour.shape == (64, 96, 3)
     rgb_reference = cv2.cvtColor(gradient(), cv2.COLOR_RGB2GRAY).astype(int)

@@ -243,7 +243,7 @@ def run_prepare(args: argparse.Namespace) -> None:
                             store_config=store, strict=args.strict, workers=args.workers, overwrite=args.overwrite,
                             progress=not args.quiet)
     total = sum(summary.written.values())
-    print(f"prepared {total} images ({summary.layout} layout) into {summary.out}: "
+    print(f"prepared {total} image{'s' if total != 1 else ''} ({summary.layout} layout) into {summary.out}: "
           f"train {summary.written['train']}, held-out {summary.written['heldout']}; "
           f"{summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s")
     if summary.skipped:

@@ -16,7 +16,8 @@ class FedGANError(Exception):
 class DataError(FedGANError):
     """A problem with one input file; `str()` is the one-line `path: problem` report."""
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    def __init__(self, path: str | Path, problem: str, kind: str | None = None) -> None:
         self.path = str(path)
         self.problem = problem
+        self.kind = kind or problem  # a short category for summaries ("truncated", "not an image")
         super().__init__(f"{self.path}: {problem}")

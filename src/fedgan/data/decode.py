@@ -48,23 +48,23 @@ def reduction_factor(width: int, height: int, target: int) -> int:
 def read_header(data: bytes, path: Path) -> tuple[str, int, int]:
     """(format, width, height) without decoding pixels; rejects non-images and truncated files."""
     if not data:
-        raise DataError(path, "empty file (0 bytes)")
+        raise DataError(path, "empty file (0 bytes)", "empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd but readable headers
             with Image.open(io.BytesIO(data)) as image:
                 fmt, (width, height) = image.format or "?", image.size
     except UnidentifiedImageError:
-        raise DataError(path, "not an image file (unknown format)") from None
+        raise DataError(path, "not an image file (unknown format)", "not an image") from None
     except Exception as exc:  # PIL raises many types on damaged headers
         kind = "JPEG" if data[:2] == b"\xff\xd8" else "PNG" if data[:4] == b"\x89PNG" else "image"
         if "truncated" in str(exc).lower():
-            raise DataError(path, f"truncated {kind} (header incomplete)") from None
-        raise DataError(path, f"unreadable {kind} header ({exc})") from None
+            raise DataError(path, f"truncated {kind} (header incomplete)", "truncated") from None
+        raise DataError(path, f"unreadable {kind} header ({exc})", "unreadable header") from None
     if fmt == "JPEG" and b"\xff\xd9" not in data[-1024:]:
-        raise DataError(path, "truncated JPEG (no end-of-image marker)")
+        raise DataError(path, "truncated JPEG (no end-of-image marker)", "truncated")
     if fmt == "PNG" and b"IEND" not in data[-64:]:
-        raise DataError(path, "truncated PNG (no IEND chunk)")
+        raise DataError(path, "truncated PNG (no IEND chunk)", "truncated")
     return fmt, width, height
 
 
@@ -83,7 +83,7 @@ def decode_image(path: Path, config: PreprocessConfig) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(path, f"cannot read ({exc.strerror})") from None
+        raise DataError(path, f"cannot read ({exc.strerror})", "cannot read") from None
     fmt, width, height = read_header(data, path)
     buffer = np.frombuffer(data, np.uint8)
     factor = reduction_factor(width, height, config.size) if fmt == "JPEG" else 1
@@ -93,7 +93,7 @@ def decode_image(path: Path, config: PreprocessConfig) -> np.ndarray:
         flags = cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_GRAYSCALE if config.grayscale else cv2.IMREAD_COLOR)
     pixels = cv2.imdecode(buffer, flags)
     if pixels is None or pixels.size == 0:
-        raise DataError(path, f"{fmt} file could not be decoded (corrupt data)")
+        raise DataError(path, f"{fmt} file could not be decoded (corrupt data)", "corrupt data")
     return to_uint8(pixels)
 
 
@@ -107,13 +107,13 @@ def decode_dicom(path: Path, config: PreprocessConfig) -> np.ndarray:
         ds = pydicom.dcmread(path)
         stored = ds.pixel_array
     except InvalidDicomError:
-        raise DataError(path, "not a DICOM file") from None
+        raise DataError(path, "not a DICOM file", "bad DICOM") from None
     except (AttributeError, KeyError):
-        raise DataError(path, "DICOM file has no pixel data") from None
+        raise DataError(path, "DICOM file has no pixel data", "bad DICOM") from None
     except Exception as exc:  # compressed syntaxes without a decoder, truncated pixel data, ...
-        raise DataError(path, f"cannot decode DICOM pixels ({str(exc).splitlines()[0]})") from None
+        raise DataError(path, f"cannot decode DICOM pixels ({str(exc).splitlines()[0]})", "bad DICOM") from None
     if stored.ndim != 2:
-        raise DataError(path, f"expected one 2-D slice, got pixel array of shape {stored.shape}")
+        raise DataError(path, f"expected one 2-D slice, got pixel array of shape {stored.shape}", "bad DICOM")
     hu = apply_rescale(stored, ds).astype(np.float32)
     low = config.window_center - config.window_width / 2
     windowed = np.clip((hu - low) / config.window_width, 0.0, 1.0)

@@ -76,13 +76,8 @@ class PrepareSummary:
         return (sum(self.written.values()) + len(self.skipped)) / max(self.seconds, 1e-9)
 
     def skip_reasons(self) -> dict[str, int]:
-        """Skips grouped by the kind of problem (the text before any detail in parentheses)."""
-        return dict(Counter(_reason(skip.problem) for skip in self.skipped).most_common())
-
-
-def _reason(problem: str) -> str:
-    text = problem.split(": ", 1)[1] if ": " in problem and problem.split(": ", 1)[0].count(" ") == 0 else problem
-    return text.split(" (")[0].split(" conflicts")[0]
+        """How many inputs were skipped for each kind of problem, most frequent first."""
+        return dict(Counter(skip.kind for skip in self.skipped).most_common())
 
 
 def relative_source(path: Path, root: Path) -> str:
@@ -122,7 +117,7 @@ def write_shard(job: ShardJob) -> ShardResult:
             try:
                 image = preprocess(load_pixels(item.path, job.config), job.config)
             except DataError as exc:
-                skipped.append(Skip(str(item.path), exc.problem))
+                skipped.append(Skip(str(item.path), exc.problem, exc.kind))
                 continue
             source = relative_source(item.path, job.root)
             writer.write(image_record(image, label=item.label, item_id=item.item_id, source=source))
@@ -210,7 +205,7 @@ def prepare_store(
             "splits": splits,
             "tf_data": tf_data_snippet(store_config.compression),
             "records": entries,
-            "skipped": [{"where": s.where, "problem": s.problem} for s in skipped],
+            "skipped": [{"where": s.where, "problem": s.problem, "kind": s.kind} for s in skipped],
         }
         write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     written = {split: splits[split]["count"] for split in SPLITS}

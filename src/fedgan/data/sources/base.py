@@ -23,10 +23,12 @@ class SourceItem:
 
 @dataclasses.dataclass(frozen=True)
 class Skip:
-    """An input left out, with where (a file, or `file:line` of a CSV) and why."""
+    """An input left out, with where (a file, or `file:line` of a CSV), why, and a short
+    category (`kind`) under which the end-of-run summary counts it."""
 
     where: str
     problem: str
+    kind: str
 
     def __str__(self) -> str:
         return f"{self.where}: {self.problem}"

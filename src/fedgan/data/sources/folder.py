@@ -29,7 +29,7 @@ def read_image_folder(root: Path) -> Discovery:
     unique = []
     for item in items:  # x.png and x.jpg in one folder would share an id
         if item.item_id in seen:
-            skipped.append(Skip(str(item.path), f"another image already has the id {item.item_id!r}"))
+            skipped.append(Skip(str(item.path), f"another image already has the id {item.item_id!r}", "duplicate id"))
             continue
         seen.add(item.item_id)
         unique.append(item)

@@ -45,15 +45,20 @@ def eyepacs_id(index: int) -> str:
     return f"{index // 2 + 1}_{'left' if index % 2 == 0 else 'right'}"
 
 
+def normalise_grade_mix(weights: Sequence[float]) -> tuple[float, ...]:
+    """Five non-negative weights (any scale) to probabilities for grades 0-4."""
+    if len(weights) != NUM_GRADES or min(weights) < 0 or sum(weights) <= 0:
+        raise FedGANError(f"grade mix must be {NUM_GRADES} non-negative weights with a positive sum, got {list(weights)}")
+    return tuple(float(w) / sum(weights) for w in weights)
+
+
 def parse_grade_mix(text: str) -> tuple[float, ...]:
-    """`"0.7,0.1,0.1,0.05,0.05"` (any positive weights, normalised) to five probabilities."""
+    """`"0.7,0.1,0.1,0.05,0.05"` or `"1,1,1,1,1"` to five probabilities."""
     try:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
         raise FedGANError(f"grade mix must be {NUM_GRADES} comma-separated numbers, got {text!r}") from None
-    if len(weights) != NUM_GRADES or min(weights) < 0 or sum(weights) <= 0:
-        raise FedGANError(f"grade mix must be {NUM_GRADES} non-negative weights with a positive sum, got {text!r}")
-    return tuple(w / sum(weights) for w in weights)
+    return normalise_grade_mix(weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +96,7 @@ def write_fundus_set(
         raise FedGANError(f"--count must be at least 1, got {count}")
     if not 64 <= size <= 4096:
         raise FedGANError(f"--size must be between 64 and 4096 pixels, got {size}")
-    grades = np.random.default_rng(seed).choice(NUM_GRADES, size=count, p=np.asarray(grade_mix))
+    grades = np.random.default_rng(seed).choice(NUM_GRADES, size=count, p=np.asarray(normalise_grade_mix(grade_mix)))
     started = time.perf_counter()
     with staged_directory(out, overwrite=overwrite) as staging:
         images = staging / "train"

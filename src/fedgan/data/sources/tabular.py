@@ -48,8 +48,12 @@ def parse_grade(text: str) -> int:
     return int(number)
 
 
-def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[str, int], list[Skip]]:
-    """Grades by id from a CSV; bad rows become skips. Ids with conflicting duplicates are dropped."""
+def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[str, int], list[Skip], set[str]]:
+    """Grades by id from a CSV; bad rows become skips. Ids with conflicting duplicates are dropped.
+
+    Also returns the ids whose rows were rejected, so their images are not reported a second
+    time as having no row.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")  # utf-8-sig strips a byte-order mark
     except FileNotFoundError:
@@ -65,13 +69,14 @@ def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[
     labels: dict[str, int] = {}
     first_line: dict[str, int] = {}
     conflicting: set[str] = set()
+    rejected: set[str] = set()
     skipped: list[Skip] = []
     for line_number, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
         where = f"{path}:{line_number}"
         if len(row) <= max(id_at, label_at):
-            skipped.append(Skip(where, f"row has {len(row)} fields, expected at least {max(id_at, label_at) + 1}"))
+            skipped.append(Skip(where, f"row has {len(row)} fields, expected at least {max(id_at, label_at) + 1}", "malformed CSV row"))
             continue
         image_id = row[id_at].strip()
         if Path(image_id).suffix.lower() in IMAGE_SUFFIXES:  # some CSVs name the file, not the id
@@ -79,20 +84,21 @@ def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[
         try:
             grade = parse_grade(row[label_at])
         except ValueError as exc:
-            skipped.append(Skip(where, f"{image_id}: {exc}"))
+            rejected.add(image_id)
+            skipped.append(Skip(where, f"{image_id}: {exc}", "missing grade" if "missing" in str(exc) else "invalid grade"))
             continue
         if image_id in labels:
             if labels[image_id] != grade:
                 conflicting.add(image_id)
-                skipped.append(Skip(where, f"{image_id}: grade {grade} conflicts with grade {labels[image_id]} on line {first_line[image_id]}; id dropped"))
+                skipped.append(Skip(where, f"{image_id}: grade {grade} conflicts with grade {labels[image_id]} on line {first_line[image_id]}; id dropped", "conflicting grades"))
             else:
-                skipped.append(Skip(where, f"{image_id}: duplicate of line {first_line[image_id]} (same grade, kept once)"))
+                skipped.append(Skip(where, f"{image_id}: duplicate of line {first_line[image_id]} (same grade, kept once)", "duplicate row"))
             continue
         labels[image_id] = grade
         first_line[image_id] = line_number
     for image_id in conflicting:
         del labels[image_id]
-    return labels, skipped
+    return labels, skipped, rejected | conflicting
 
 
 def index_images(folder: Path) -> dict[str, Path]:
@@ -111,10 +117,10 @@ def find_image_folder(root: Path, layout: CsvLayout) -> Path:
 def read_csv_layout(root: Path, layout: CsvLayout, labels_csv: Path | None = None) -> Discovery:
     """Pair each CSV row with its image; images without a row and rows without an image are skips."""
     labels_path = labels_csv or root / layout.labels_file
-    labels, skipped = read_label_csv(labels_path, layout.id_column, layout.label_column)
+    labels, skipped, rejected = read_label_csv(labels_path, layout.id_column, layout.label_column)
     images = index_images(find_image_folder(root, layout))
     items = [SourceItem(image_id, images[image_id], grade) for image_id, grade in labels.items() if image_id in images]
-    skipped += [Skip(str(labels_path), f"{image_id}: no image file with this id") for image_id in labels if image_id not in images]
-    skipped += [Skip(str(path), f"no row in {labels_path.name}") for image_id, path in images.items() if image_id not in labels]
+    skipped += [Skip(str(labels_path), f"{image_id}: no image file with this id", "no image for id") for image_id in labels if image_id not in images]
+    skipped += [Skip(str(path), f"no row in {labels_path.name}", "no label row") for image_id, path in images.items() if image_id not in labels and image_id not in rejected]
     items.sort(key=lambda item: item.item_id)
     return Discovery(layout.name, items, skipped)
