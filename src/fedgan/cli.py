@@ -20,6 +20,7 @@ typical flow:
   fedgan prepare --input data/eyepacs --out stores/fundus
   fedgan inspect stores/fundus
   fedgan partition stores/fundus --clients 5 --partition label-split
+  fedgan train --store stores/fundus --out runs/central --epochs 5
   fedgan demo                                             # all of the above on embedded data
 
 Run `fedgan COMMAND --help` for each command's options and examples.
@@ -184,6 +185,44 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
     part.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
+    train = _command(
+        sub, "train", "train the GAN centrally on one store (also CT pretraining)",
+        """
+        Train the DCGAN on a store's training split in one place: the centralised baseline,
+        and the pretraining phase on a CT store. Writes RUN/metrics.jsonl (per-step losses),
+        RUN/samples/epoch-NNNN.png (fixed noise) and RUN/checkpoints/ (both networks, both
+        optimisers, RNG states, configs), and resumes from the latest checkpoint with --resume.
+        Resolution and channels come from the store. Settings: defaults, then --config FILE
+        ([model] and [train] tables), then flags.
+        """,
+        """
+        fedgan train --store stores/ct --out runs/ct-pretrain --epochs 5
+        fedgan train --store stores/fundus --out runs/fundus --init runs/ct-pretrain/checkpoints/latest
+        fedgan train --store stores/fundus --out runs/cond --conditional --batch-size 16 --device cuda
+        fedgan train --resume runs/fundus --epochs 10
+        """,
+    )
+    train.add_argument("--store", type=Path, help="prepared store to train on")
+    train.add_argument("--out", type=Path, help="run folder to create")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its latest checkpoint")
+    train.add_argument("--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint's weights (transfer learning)")
+    train.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
+    train.add_argument("--conditional", action="store_true", help="condition both networks on the DR grade (0-4)")
+    group = train.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help="epochs in total (default: 5)")
+    group.add_argument("--batch-size", type=int, help="images per step (default: 64)")
+    group.add_argument("--lr-generator", type=float, help="Adam learning rate of G (default: 2e-4)")
+    group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 2e-4)")
+    group.add_argument("--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)")
+    group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
+    group = train.add_argument_group("model")
+    group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
+    group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
+    group.add_argument("--discriminator-width", type=int, help="discriminator channels of its first block (default: 64)")
+    group.add_argument("--norm", choices=("batch", "group", "none"), help="normalisation layers (default: batch)")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+    _add_common(train)
+
     demo = _command(
         sub, "demo", "run the product end to end on embedded procedural data",
         """
@@ -278,6 +317,36 @@ def run_partition(args: argparse.Namespace) -> None:
     print(partition_table(labels, parts))
 
 
+def run_train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from fedgan.config import TrainConfig, from_dict, load_toml_section
+    from fedgan.models.dcgan import GANConfig
+    from fedgan.training.device import resolve_device
+    from fedgan.training.run import resume_centralised, train_centralised
+
+    device = resolve_device(args.device)
+    if args.resume:
+        if args.store or args.out or args.init:
+            raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init")
+        state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet)
+        run = args.resume
+    else:
+        if not args.store or not args.out:
+            raise FedGANError("fedgan train needs --store and --out (or --resume RUN)")
+        train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
+        model_fields = ("latent_dim", "generator_width", "discriminator_width", "norm")
+        model = from_dict(GANConfig, load_toml_section(args.config, "model")) if args.config else GANConfig()
+        train = from_dict(TrainConfig, {"seed": args.seed, **(load_toml_section(args.config, "train") if args.config else {})})
+        model = from_dict(GANConfig, _config_overrides(args, model_fields), base=model)
+        train = from_dict(TrainConfig, _config_overrides(args, train_fields), base=train)
+        state = train_centralised(args.store, args.out, model_config=model, train_config=train, conditional=args.conditional,
+                                  init=args.init, device=device, progress=not args.quiet)
+        run = args.out
+    print(f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {run / 'samples'}, "
+          f"checkpoint {run / 'checkpoints' / 'latest'}, losses in {run / 'metrics.jsonl'}")
+
+
 def run_demo(args: argparse.Namespace) -> None:
     from fedgan.demo import DemoConfig, run_demo as demo
 
@@ -287,7 +356,7 @@ def run_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="fedgan: %(message)s")
-    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "demo": run_demo}
+    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "demo": run_demo}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

@@ -68,6 +68,30 @@ class StoreConfig:
             raise FedGANError(f"heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The local GAN training loop, shared by centralised training, pretraining and each hospital."""
+
+    epochs: int = 5  # passes over the (local) training split; the paper's 5 local epochs
+    batch_size: int = 64  # the paper used 16; 64 uses a CPU's cores far better
+    lr_generator: float = 2e-4  # Adam, as DCGAN and the paper
+    lr_discriminator: float = 2e-4
+    beta1: float = 0.5  # Adam beta1 of DCGAN; lower momentum keeps the adversarial game stable
+    beta2: float = 0.999
+    real_label: float = 0.9  # one-sided label smoothing (the paper's 0.9); 1.0 disables
+    d_steps: int = 1  # discriminator updates per generator update
+    seed: int = 0  # initial weights, data order and noise all follow from it
+    sample_count: int = 64  # images in each fixed-noise sample grid
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.d_steps < 1:
+            raise FedGANError("epochs must be >= 0, batch-size and d-steps >= 1")
+        if not 0.5 < self.real_label <= 1.0:
+            raise FedGANError(f"real-label must be in (0.5, 1], got {self.real_label}")
+        if min(self.lr_generator, self.lr_discriminator) <= 0:
+            raise FedGANError("learning rates must be > 0")
+
+
 def to_kebab(name: str) -> str:
     return name.replace("_", "-")
 

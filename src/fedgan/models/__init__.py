@@ -1,0 +1,5 @@
+"""The DCGAN generator and discriminator; `GANConfig` is the single definition of their shape."""
+
+from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+
+__all__ = ["Discriminator", "GANConfig", "Generator", "build_models"]

@@ -1,0 +1,149 @@
+"""A DCGAN for one-channel medical images, as in the paper, with resolution and widths configurable.
+
+Paper shape at 128 px (`GANConfig()`):
+
+    generator      z(200) -> dense 4x4x1024 -> 5 x [convT k4 s2, norm, ReLU] 512/256/128/64/32
+                   -> conv k3 s1 -> 1 channel, tanh                                  (14.5 M params)
+    discriminator  5 x [conv k4 s2, norm, LeakyReLU 0.2] 64/128/256/512/1024 -> dense(1)  (11.2 M)
+
+Other resolutions add or remove one block per factor of two. The paper's last generator layer
+is a stride-1 k4 transposed convolution with "same" padding (Keras); PyTorch cannot pad a k4
+stride-1 layer symmetrically, so we use the equivalent k3 stride-1 convolution.
+
+Class-conditional variant (`num_classes > 0`): the generator adds a learned per-grade vector to
+its projected 4x4 features, which is exactly a one-hot grade concatenated to z, but leaves the
+projection's shape unchanged, so an unconditional (e.g. CT-pretrained) checkpoint still loads.
+The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
+<embed(grade), features> to its logit. Both networks therefore take the grade as input.
+
+Normalisation is a choice because federation (BatchNorm statistics under FedAvg), secure
+aggregation (integer buffers) and differential privacy (Opacus rejects BatchNorm) constrain it:
+batch (default, as the paper), group, or none. Activations are never in-place (Opacus hooks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from fedgan.errors import FedGANError
+
+NORMS = ("batch", "group", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    resolution: int = 128  # output height and width; a power of two >= 16 (64/128/256 are the documented ones)
+    channels: int = 1  # image channels (1: grayscale medical images)
+    latent_dim: int = 200  # size of z, the paper's 200
+    generator_width: int = 1024  # generator channels at 4x4; halved by each upsampling block
+    discriminator_width: int = 64  # discriminator channels after its first block; doubled by each block
+    norm: str = "batch"  # batch | group | none
+    num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16 or self.resolution & (self.resolution - 1):
+            raise FedGANError(f"resolution must be a power of two >= 16, got {self.resolution}")
+        if self.norm not in NORMS:
+            raise FedGANError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.generator_width >> self.blocks < 1:
+            raise FedGANError(f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks")
+        if min(self.latent_dim, self.channels, self.discriminator_width) < 1 or self.num_classes < 0:
+            raise FedGANError("latent-dim, channels and discriminator-width must be positive, num-classes >= 0")
+
+    @property
+    def blocks(self) -> int:
+        """Number of stride-2 blocks between 4x4 and the full resolution."""
+        return int(math.log2(self.resolution // 4))
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, eps=1e-3)  # the paper's Keras epsilon
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-3)
+    return nn.Identity()
+
+
+def glorot_init(module: nn.Module) -> None:
+    """Keras's default (Glorot-uniform weights, zero biases), which the paper's models used."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        nn.init.xavier_uniform_(module.weight)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        width = config.generator_width
+        self.project = nn.Linear(config.latent_dim, width * 4 * 4, bias=False)  # (N, width*16) -> reshaped to width x 4 x 4
+        self.embed = nn.Embedding(config.num_classes, width * 4 * 4) if config.conditional else None  # per-grade offset
+        self.project_norm = norm_layer(config.norm, width)
+        layers: list[nn.Module] = []
+        for _ in range(config.blocks):  # each: (c, s, s) -> (c/2, 2s, 2s)
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1, bias=config.norm == "none"),
+                norm_layer(config.norm, width // 2),
+                nn.ReLU(),
+            ]
+            width //= 2
+        self.upsample = nn.Sequential(*layers)  # (generator_width >> blocks) x resolution x resolution
+        self.to_image = nn.Conv2d(width, config.channels, 3, padding=1)  # channels x resolution x resolution
+        self.apply(glorot_init)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.project(z)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("a conditional generator needs the grade of each sample")
+            x = x + self.embed(labels)
+        x = x.view(-1, self.config.generator_width, 4, 4)
+        x = torch.relu(self.project_norm(x))
+        return torch.tanh(self.to_image(self.upsample(x)))  # values in [-1, 1], like the store
+
+
+class Discriminator(nn.Module):
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        channels, width = config.channels, config.discriminator_width
+        for _ in range(config.blocks):  # each: (c, s, s) -> (2c, s/2, s/2)
+            layers += [
+                nn.Conv2d(channels, width, 4, stride=2, padding=1, bias=config.norm == "none"),
+                norm_layer(config.norm, width),
+                nn.LeakyReLU(0.2),
+            ]
+            channels, width = width, width * 2
+        self.features = nn.Sequential(*layers, nn.Flatten())  # (N, channels * 4 * 4)
+        self.feature_dim = channels * 4 * 4
+        self.logit = nn.Linear(self.feature_dim, 1)
+        self.embed = nn.Embedding(config.num_classes, self.feature_dim) if config.conditional else None
+        self.apply(glorot_init)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Real/fake logits of shape (N,)."""
+        h = self.features(images)
+        out = self.logit(h).squeeze(1)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("a conditional discriminator needs the grade of each sample")
+            out = out + (self.embed(labels) * h).sum(dim=1)  # projection term
+        return out
+
+
+def build_models(config: GANConfig) -> tuple[Generator, Discriminator]:
+    return Generator(config), Discriminator(config)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,164 @@
+"""The one local training loop: centralised training, CT pretraining and every federated hospital.
+
+A `GANState` holds everything that changes during training (both networks, both optimisers,
+counters and the noise generator), so that a checkpoint of it resumes bit for bit. Data order
+comes from (seed, epoch) and noise from a generator stored in the state, never from global RNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedgan.config import TrainConfig
+from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.training.device import autocast
+
+
+@dataclasses.dataclass
+class GANState:
+    model_config: GANConfig
+    generator: Generator
+    discriminator: Discriminator
+    opt_generator: torch.optim.Adam
+    opt_discriminator: torch.optim.Adam
+    noise: torch.Generator  # draws every z and fake label, so resumed runs draw the same ones
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed generator updates
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+
+def make_optimisers(generator: Generator, discriminator: Discriminator, config: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    betas = (config.beta1, config.beta2)
+    return (
+        torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=betas),
+        torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=betas),
+    )
+
+
+def new_state(model_config: GANConfig, train_config: TrainConfig, device: torch.device) -> GANState:
+    """Fresh networks whose initial weights depend only on the seed."""
+    torch.manual_seed(train_config.seed)
+    generator, discriminator = (m.to(device) for m in build_models(model_config))
+    opt_g, opt_d = make_optimisers(generator, discriminator, train_config)
+    noise = torch.Generator(device="cpu").manual_seed(train_config.seed + 1)
+    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStats:
+    d_loss: float
+    g_loss: float
+    d_real: float  # mean D(x) on real images (probability)
+    d_fake: float  # mean D(G(z)) before the generator update
+
+    def finite(self) -> bool:
+        return bool(np.isfinite([self.d_loss, self.g_loss]).all())
+
+
+def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Noise and, for a conditional model, grades: the real batch's grades, or uniform ones."""
+    z = torch.randn(count, state.model_config.latent_dim, generator=state.noise).to(state.device)
+    if not state.model_config.conditional:
+        return z, None
+    if labels is None:
+        labels = torch.randint(0, state.model_config.num_classes, (count,), generator=state.noise).to(state.device)
+    return z, labels
+
+
+def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
+    """One generator update preceded by `d_steps` discriminator updates (non-saturating loss)."""
+    batch = real.shape[0]
+    cond = labels if state.model_config.conditional else None
+    device = state.device
+    for _ in range(config.d_steps):
+        # update D: maximise log D(x) + log(1 - D(G(z))), real target smoothed to `real_label`
+        z, fake_labels = sample_inputs(state, batch, cond)
+        with autocast(device):
+            with torch.no_grad():
+                fake = state.generator(z, fake_labels)
+            real_logits = state.discriminator(real, cond)
+            fake_logits = state.discriminator(fake, fake_labels)
+            d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32))
+            d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
+            d_loss = d_loss_real + d_loss_fake
+        state.opt_discriminator.zero_grad(set_to_none=True)
+        d_loss.backward()
+        state.opt_discriminator.step()
+    # update G: maximise log D(G(z)) (the non-saturating form)
+    z, fake_labels = sample_inputs(state, batch, cond)
+    with autocast(device):
+        fake_logits = state.discriminator(state.generator(z, fake_labels), fake_labels)
+        g_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+    state.opt_generator.zero_grad(set_to_none=True)
+    g_loss.backward()
+    state.opt_generator.step()
+    state.step += 1
+    stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(), torch.sigmoid(fake_logits.detach().float()).mean()])
+    d_l, g_l, d_r, d_f = stats.tolist()  # one device sync per step
+    return StepStats(d_l, g_l, d_r, d_f)
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of an epoch, a function of (seed, epoch) only."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+OnStep = Callable[[GANState, StepStats, int], None]
+
+
+def train_epoch(state: GANState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, on_step: OnStep | None = None) -> list[StepStats]:
+    """One pass over `images` (N x C x H x W in [-1, 1], on any device) in full batches.
+
+    The last partial batch is dropped, as batch norm statistics of a handful of images are
+    noise. `on_step(state, stats, batch_size)` is called after every step (metrics, progress).
+    """
+    expected = (state.model_config.channels, state.model_config.resolution, state.model_config.resolution)
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images are {tuple(images.shape[1:])} but the model is built for {expected}")
+    state.generator.train()
+    state.discriminator.train()
+    order = epoch_order(len(images), config.seed, state.epoch)
+    batch = min(config.batch_size, len(images))
+    history = []
+    for start in range(0, len(order) - batch + 1, batch):
+        index = order[start : start + batch]
+        real = images[index].to(state.device, non_blocking=True)
+        grades = labels[index].to(state.device, non_blocking=True)
+        stats = train_step(state, real, grades, config)
+        history.append(stats)
+        if on_step is not None:
+            on_step(state, stats, batch)
+    state.epoch += 1
+    return history
+
+
+@torch.no_grad()
+def generate(state: GANState, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Images from given noise with the generator in eval mode (running statistics, no updates)."""
+    was_training = state.generator.training
+    state.generator.eval()
+    out = [state.generator(z[i : i + batch_size].to(state.device), None if labels is None else labels[i : i + batch_size].to(state.device)).float().cpu()
+           for i in range(0, len(z), batch_size)]
+    state.generator.train(was_training)
+    return torch.cat(out)
+
+
+class Throughput:
+    """Images per second over a run, for progress bars and metrics."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.images = 0
+
+    def add(self, count: int) -> float:
+        self.images += count
+        return self.images / max(time.perf_counter() - self.started, 1e-9)

@@ -1,0 +1,130 @@
+"""Centralised training (and CT pretraining) into a run folder, resumable from its last checkpoint.
+
+```
+RUN/config.toml       seed, configs, versions, the store's hash, the `--init` checkpoint
+RUN/metrics.jsonl     one line per step: epoch, step, losses, D(x), D(G(z)), images/s
+RUN/samples/          epoch-NNNN.png, fixed noise
+RUN/checkpoints/      epoch-NNNN.pt and `latest`
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tomllib
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from fedgan.config import TrainConfig, to_dict
+from fedgan.data.store import Store
+from fedgan.errors import FedGANError
+from fedgan.models.dcgan import GANConfig
+from fedgan.provenance import write_run_record
+from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from fedgan.training.loop import GANState, Throughput, generate, new_state, train_epoch
+from fedgan.training.samples import fixed_inputs, save_grid
+
+log = logging.getLogger(__name__)
+
+
+def load_training_data(store: Store, conditional: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The store's training split in memory (the held-out split is never read here)."""
+    images, labels = store.load("train")
+    if conditional and (labels < 0).any():
+        raise FedGANError(f"{store.path}: a conditional model needs graded images, but this store is unlabelled")
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def model_config_for(store: Store, base: GANConfig, conditional: bool) -> GANConfig:
+    """Resolution and channels come from the store; the rest from the user's config."""
+    channels, height, _ = store.image_shape
+    return dataclasses.replace(base, resolution=height, channels=channels, num_classes=5 if conditional else 0)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines after `step`: a resumed run rewrites them identically."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train_centralised(
+    store_path: Path,
+    run: Path,
+    *,
+    model_config: GANConfig = GANConfig(),
+    train_config: TrainConfig = TrainConfig(),
+    conditional: bool = False,
+    init: Path | None = None,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> GANState:
+    """Train from scratch (or from `init`'s weights) for `train_config.epochs` epochs.
+
+    `stop_after_epochs` ends the process early as an interruption would (for resume tests).
+    """
+    if (run / "checkpoints").exists():
+        raise FedGANError(f"{run}: already holds a run (use `fedgan train --resume {run}` to continue it)")
+    store = Store(store_path)
+    config = model_config_for(store, model_config, conditional)
+    images, labels = load_training_data(store, config.conditional)
+    if len(images) < 2:
+        raise FedGANError(f"{store_path}: needs at least 2 training images, has {len(images)}")
+    state = new_state(config, train_config, device)
+    if init is not None:
+        fresh = init_from_checkpoint(state, init, train_config)
+        log.info("initialised from %s%s", init, f" (new: {', '.join(fresh)})" if fresh else "")
+    run.mkdir(parents=True, exist_ok=True)
+    write_run_record(run, seed=train_config.seed, stores={"train": store_path},
+                     config={"model": to_dict(config), "train": to_dict(train_config), "init": {"checkpoint": str(init) if init else ""}})
+    return _train(state, train_config, images, labels, run, progress, stop_after_epochs, store_path)
+
+
+def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.device = torch.device("cpu"), progress: bool = True) -> GANState:
+    """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
+    data = read_checkpoint(run / "checkpoints" / "latest")
+    state, train_config = restore_state(data, device)
+    if epochs is not None:
+        train_config = dataclasses.replace(train_config, epochs=epochs)
+    record = tomllib.loads((run / "config.toml").read_text())
+    store_path = Path(record["data"]["train"]["path"])
+    store = Store(store_path)
+    images, labels = load_training_data(store, state.model_config.conditional)
+    truncate_metrics(run / "metrics.jsonl", state.step)
+    log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
+    return _train(state, train_config, images, labels, run, progress, None, store_path)
+
+
+def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path,
+           progress: bool, stop_after_epochs: int | None, store_path: Path) -> GANState:
+    z, grid_labels = fixed_inputs(state.model_config, config.sample_count, config.seed)
+    steps_per_epoch = len(images) // min(config.batch_size, len(images))
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch, desc="train", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    speed = Throughput()
+    columns = None if grid_labels is None else -(-config.sample_count // state.model_config.num_classes)
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+        def on_step(state: GANState, stats, batch: int) -> None:  # noqa: ANN001 - StepStats
+            if not stats.finite():
+                raise FedGANError(f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
+                                  f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)")
+            rate = speed.add(batch)
+            metrics.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2)}) + "\n")
+            bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
+            bar.update()
+
+        while state.epoch < config.epochs:
+            train_epoch(state, images, labels, config, on_step)
+            metrics.flush()
+            save_grid(generate(state, z, grid_labels), run / "samples" / f"epoch-{state.epoch:04d}.png", columns)
+            save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra={"store": str(store_path)})
+            if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
+                break
+    bar.close()
+    return state

@@ -1,0 +1,58 @@
+"""Generator and discriminator: shapes, ranges, conditioning, normalisation choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fedgan.errors import FedGANError
+from fedgan.models.dcgan import GANConfig, build_models, parameter_count
+
+TINY = dict(generator_width=64, discriminator_width=8, latent_dim=16)
+
+
+def test_paper_shapes_and_sizes() -> None:
+    generator, discriminator = build_models(GANConfig())
+    assert parameter_count(generator) == pytest.approx(14.5e6, rel=0.01)
+    assert parameter_count(discriminator) == pytest.approx(11.2e6, rel=0.01)
+    assert [m.out_channels for m in generator.upsample if isinstance(m, nn.ConvTranspose2d)] == [512, 256, 128, 64, 32]
+    assert [m.out_channels for m in discriminator.features if isinstance(m, nn.Conv2d)] == [64, 128, 256, 512, 1024]
+
+
+@pytest.mark.parametrize("resolution", [16, 64, 256])
+@pytest.mark.parametrize("norm", ["batch", "group", "none"])
+def test_output_shapes_and_ranges(resolution: int, norm: str) -> None:
+    config = GANConfig(resolution=resolution, norm=norm, **TINY)
+    generator, discriminator = build_models(config)
+    images = generator(torch.randn(3, 16) * 5)
+    assert images.shape == (3, 1, resolution, resolution)
+    assert images.min() >= -1 and images.max() <= 1
+    assert discriminator(images).shape == (3,)
+
+
+def test_conditional_networks_use_the_grade() -> None:
+    config = GANConfig(resolution=32, num_classes=5, **TINY)
+    generator, discriminator = build_models(config)
+    generator.eval(), discriminator.eval()
+    z = torch.randn(1, 16).repeat(5, 1)
+    grades = torch.arange(5)
+    images = generator(z, grades)
+    assert all(not torch.allclose(images[0], images[g]) for g in range(1, 5))
+    logits = discriminator(images[:1].repeat(5, 1, 1, 1), grades)
+    assert len(set(logits.round(decimals=5).tolist())) == 5
+    with pytest.raises(ValueError, match="grade"):
+        generator(z)
+
+
+def test_no_inplace_activations_or_batchnorm_when_not_asked() -> None:
+    generator, discriminator = build_models(GANConfig(resolution=32, norm="group", **TINY))
+    for module in [*generator.modules(), *discriminator.modules()]:
+        assert not getattr(module, "inplace", False), module
+        assert not isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+@pytest.mark.parametrize("bad", [dict(resolution=100), dict(resolution=8), dict(norm="layer"), dict(generator_width=8, resolution=256)])
+def test_bad_configs_are_clear_errors(bad: dict) -> None:
+    with pytest.raises(FedGANError):
+        GANConfig(**{**TINY, **bad})
