@@ -227,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "demo", "run the product end to end on embedded procedural data",
         """
         Generate fundus photographs (EyePACS layout) and CT series (DICOM), prepare both into
-        stores, show the partitions for 3/5/7/10 hospitals, and write a preview and a run record.
-        Takes about a minute on a 2-core laptop; data already generated in DIR is reused.
+        stores, show the partitions for 3/5/7/10 hospitals, pretrain the GAN on CT and fine-tune
+        a grade-conditional GAN on fundus (64 px), and write sample grids, a preview and a run
+        record. A few minutes on a 2-core laptop; data already generated in DIR is reused.
         """,
         """
         fedgan demo
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default: runs/demo)")
     demo.add_argument("--fresh", action="store_true", help="regenerate the procedural data even if present")
+    demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
     _add_common(demo, workers=True)
     return parser
 
@@ -349,8 +351,10 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_demo(args: argparse.Namespace) -> None:
     from fedgan.demo import DemoConfig, run_demo as demo
+    from fedgan.training.device import resolve_device
 
-    print(demo(args.out, config=DemoConfig(seed=args.seed), fresh=args.fresh, workers=args.workers, progress=not args.quiet))
+    print(demo(args.out, config=DemoConfig(seed=args.seed), fresh=args.fresh, workers=args.workers, progress=not args.quiet,
+               device=resolve_device(args.device)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,29 +75,33 @@ def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> t
 
 
 def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
-    """One generator update preceded by `d_steps` discriminator updates (non-saturating loss)."""
+    """`d_steps` discriminator updates, then one generator update (non-saturating loss).
+
+    The generator's last batch of fakes serves both the final D update (detached) and the G
+    update, as in DCGAN: one generator forward pass per step instead of two.
+    """
     batch = real.shape[0]
     cond = labels if state.model_config.conditional else None
     device = state.device
-    for _ in range(config.d_steps):
+    for d_step in range(config.d_steps):
         # update D: maximise log D(x) + log(1 - D(G(z))), real target smoothed to `real_label`
         z, fake_labels = sample_inputs(state, batch, cond)
+        keep_graph = d_step == config.d_steps - 1
         with autocast(device):
-            with torch.no_grad():
+            with torch.set_grad_enabled(keep_graph):
                 fake = state.generator(z, fake_labels)
             real_logits = state.discriminator(real, cond)
-            fake_logits = state.discriminator(fake, fake_labels)
+            fake_logits = state.discriminator(fake.detach(), fake_labels)
             d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32))
             d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
             d_loss = d_loss_real + d_loss_fake
         state.opt_discriminator.zero_grad(set_to_none=True)
         d_loss.backward()
         state.opt_discriminator.step()
-    # update G: maximise log D(G(z)) (the non-saturating form)
-    z, fake_labels = sample_inputs(state, batch, cond)
+    # update G: maximise log D(G(z)) (the non-saturating form), on the same fakes
     with autocast(device):
-        fake_logits = state.discriminator(state.generator(z, fake_labels), fake_labels)
-        g_loss = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.ones_like(fake_logits, dtype=torch.float32))
+        g_logits = state.discriminator(fake, fake_labels)
+        g_loss = F.binary_cross_entropy_with_logits(g_logits.float(), torch.ones_like(g_logits, dtype=torch.float32))
     state.opt_generator.zero_grad(set_to_none=True)
     g_loss.backward()
     state.opt_generator.step()
