@@ -10,7 +10,7 @@ import pytest
 
 from fedgan.cli import main
 
-COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["demo"]]
+COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"], ["demo"]]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

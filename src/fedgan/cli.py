@@ -21,6 +21,7 @@ typical flow:
   fedgan inspect stores/fundus
   fedgan partition stores/fundus --clients 5 --partition label-split
   fedgan train --store stores/fundus --out runs/central --epochs 5
+  fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5
   fedgan demo                                             # all of the above on embedded data
 
 Run `fedgan COMMAND --help` for each command's options and examples.
@@ -206,22 +207,42 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run folder to create")
     train.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its latest checkpoint")
     train.add_argument("--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint's weights (transfer learning)")
-    train.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
-    train.add_argument("--conditional", action="store_true", help="condition both networks on the DR grade (0-4)")
-    group = train.add_argument_group("training")
-    group.add_argument("--epochs", type=int, help="epochs in total (default: 5)")
-    group.add_argument("--batch-size", type=int, help="images per step (default: 64)")
-    group.add_argument("--lr-generator", type=float, help="Adam learning rate of G (default: 2e-4)")
-    group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 2e-4)")
-    group.add_argument("--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)")
-    group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
-    group = train.add_argument_group("model")
-    group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
-    group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
-    group.add_argument("--discriminator-width", type=int, help="discriminator channels of its first block (default: 64)")
-    group.add_argument("--norm", choices=("batch", "group", "none"), help="normalisation layers (default: batch)")
-    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+    _add_gan_options(train, epochs_help="epochs in total (default: 5)")
     _add_common(train)
+
+    federate = _command(
+        sub, "federate", "train the GAN across N simulated hospitals with Flower",
+        """
+        Flower's simulation engine runs N virtual hospitals on this machine; each trains the
+        shared local loop on its own partition of the store's training split for --epochs local
+        epochs per round, and the server averages generator and discriminator with FedAvg.
+        --clients 1 is the centralised baseline through the same code path. Writes
+        RUN/metrics.jsonl (per round and hospital: losses, examples, seconds, bytes),
+        RUN/samples/round-NNNN.png and RUN/checkpoints/round-NNNN.pt; --resume RUN continues
+        after the last completed round.
+        """,
+        """
+        fedgan federate --store stores/fundus --clients 5 --partition label-split --rounds 2 --out runs/fed5
+        fedgan federate --store stores/fundus --clients 10 --partition dirichlet --alpha 0.3 --rounds 5 --out runs/fed10
+        fedgan federate --store stores/fundus --clients 3 --rounds 2 --out runs/fed3 --init runs/ct-pretrain/checkpoints/latest
+        fedgan federate --resume runs/fed5 --rounds 4
+        """,
+    )
+    federate.add_argument("--store", type=Path, help="prepared store whose training split the hospitals share out")
+    federate.add_argument("--out", type=Path, help="run folder to create")
+    federate.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN after its last completed round")
+    federate.add_argument("--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint (e.g. CT pretraining)")
+    group = federate.add_argument_group("federation")
+    group.add_argument("--clients", type=int, help="number of hospitals (1 = centralised baseline)")
+    group.add_argument("--partition", default="label-split", choices=("label-split", "dirichlet", "iid"), help="how data is divided (default: label-split)")
+    group.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
+    group.add_argument("--rounds", type=int, help="federated rounds in total (default: 2)")
+    group.add_argument("--fraction", type=float, default=1.0, help="share of hospitals sampled per round (default: 1.0)")
+    group.add_argument("--weighting", default="examples", choices=("examples", "unweighted"),
+                       help="FedAvg weights: by images (default) or the paper's unweighted mean")
+    group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
+    _add_gan_options(federate, epochs_help="local epochs per round (default: 1)")
+    _add_common(federate)
 
     demo = _command(
         sub, "demo", "run the product end to end on embedded procedural data",
@@ -241,6 +262,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
     _add_common(demo, workers=True)
     return parser
+
+
+def _add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
+    """Model and local-training flags shared by `train` and `federate` (same loop, same model)."""
+    parser.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
+    parser.add_argument("--conditional", action="store_true", help="condition both networks on the DR grade (0-4)")
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help=epochs_help)
+    group.add_argument("--batch-size", type=int, help="images per step (default: 64)")
+    group.add_argument("--lr-generator", type=float, help="Adam learning rate of G (default: 2e-4)")
+    group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 2e-4)")
+    group.add_argument("--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)")
+    group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
+    group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
+    group.add_argument("--discriminator-width", type=int, help="discriminator channels of its first block (default: 64)")
+    group.add_argument("--norm", choices=("batch", "group", "none"), help="normalisation layers (default: batch)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+
+
+def _gan_configs(args: argparse.Namespace, **train_defaults: Any) -> tuple[Any, Any]:
+    """(GANConfig, TrainConfig) from defaults, then --config [model]/[train], then flags."""
+    import dataclasses
+
+    from fedgan.config import TrainConfig, from_dict, load_toml_section
+    from fedgan.models.dcgan import GANConfig
+
+    train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
+    model_fields = ("latent_dim", "generator_width", "discriminator_width", "norm")
+    model = from_dict(GANConfig, load_toml_section(args.config, "model")) if args.config else GANConfig()
+    train = from_dict(TrainConfig, {**train_defaults, "seed": args.seed, **(load_toml_section(args.config, "train") if args.config else {})})
+    model = from_dict(GANConfig, _config_overrides(args, model_fields), base=model)
+    train = from_dict(TrainConfig, _config_overrides(args, train_fields), base=train)
+    return model, train
 
 
 def _config_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -320,10 +376,6 @@ def run_partition(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    import dataclasses
-
-    from fedgan.config import TrainConfig, from_dict, load_toml_section
-    from fedgan.models.dcgan import GANConfig
     from fedgan.training.device import resolve_device
     from fedgan.training.run import resume_centralised, train_centralised
 
@@ -336,17 +388,32 @@ def run_train(args: argparse.Namespace) -> None:
     else:
         if not args.store or not args.out:
             raise FedGANError("fedgan train needs --store and --out (or --resume RUN)")
-        train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
-        model_fields = ("latent_dim", "generator_width", "discriminator_width", "norm")
-        model = from_dict(GANConfig, load_toml_section(args.config, "model")) if args.config else GANConfig()
-        train = from_dict(TrainConfig, {"seed": args.seed, **(load_toml_section(args.config, "train") if args.config else {})})
-        model = from_dict(GANConfig, _config_overrides(args, model_fields), base=model)
-        train = from_dict(TrainConfig, _config_overrides(args, train_fields), base=train)
+        model, train = _gan_configs(args)
         state = train_centralised(args.store, args.out, model_config=model, train_config=train, conditional=args.conditional,
                                   init=args.init, device=device, progress=not args.quiet)
         run = args.out
     print(f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, losses in {run / 'metrics.jsonl'}")
+
+
+def run_federate(args: argparse.Namespace) -> None:
+    from fedgan.federation.simulate import completed_rounds, federate, resume_federation
+
+    if args.device not in ("auto", "cpu"):
+        raise FedGANError("federate places hospitals itself (GPU shares when CUDA is present); --device applies to train")
+    if args.resume:
+        if args.store or args.out or args.init or args.clients:
+            raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init/--clients")
+        run = resume_federation(args.resume, rounds=args.rounds)
+    else:
+        if not args.store or not args.out or not args.clients:
+            raise FedGANError("fedgan federate needs --store, --out and --clients (or --resume RUN)")
+        model, train = _gan_configs(args, epochs=1)
+        run = federate(args.store, args.out, clients=args.clients, partition_kind=args.partition, rounds=args.rounds or 2,
+                       model_config=model, train_config=train, conditional=args.conditional, init=args.init, alpha=args.alpha,
+                       fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful)
+    print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
+          f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 
 
 def run_demo(args: argparse.Namespace) -> None:
@@ -360,7 +427,7 @@ def run_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="fedgan: %(message)s")
-    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "demo": run_demo}
+    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate, "demo": run_demo}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

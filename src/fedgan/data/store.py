@@ -119,13 +119,18 @@ class Store:
                 image = np.asarray(features["image"], np.float32).reshape(shape)
                 yield Record(image, int(features["label"][0]), features["id"][0].decode())  # type: ignore[union-attr]
 
-    def load(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-        """A split as (images N x C x H x W float32, labels N int64), preallocated from the manifest."""
+    def load(self, split: str = "train", indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A split, or the records at `indices` of it (a hospital's partition), as
+        (images N x C x H x W float32, labels N int64), preallocated from the manifest."""
         count = self.manifest["splits"][split]["count"]
-        images = np.empty((count, *self.image_shape), np.float32)
-        labels = np.empty(count, np.int64)
+        wanted = np.arange(count) if indices is None else np.sort(np.asarray(indices))
+        slot = np.full(count, -1)
+        slot[wanted] = np.arange(len(wanted))
+        images = np.empty((len(wanted), *self.image_shape), np.float32)
+        labels = np.empty(len(wanted), np.int64)
         for index, record in enumerate(self.records(split)):
-            images[index], labels[index] = record.image, record.label
+            if slot[index] >= 0:
+                images[slot[index]], labels[slot[index]] = record.image, record.label
         return images, labels
 
     def verify(self) -> list[str]:

@@ -1,0 +1,29 @@
+"""Record and config keys exchanged between the ServerApp and the ClientApps, in one place."""
+
+ARRAYS = "arrays"  # ArrayRecord: generator.* and discriminator.* tensors
+CONFIG = "config"  # ConfigRecord sent with each training round
+METRICS = "metrics"  # MetricRecord in each reply
+
+# ConfigRecord entries (server -> client)
+SERVER_ROUND = "server-round"  # injected by Flower's FedAvg
+GLOBAL_ROUND = "global-round"  # the run's round number, counting rounds before a resume
+STORE = "store"
+PARTITION = "partition"
+NUM_CLIENTS = "num-clients"
+ALPHA = "alpha"
+MODEL_CONFIG = "model-config"  # JSON of GANConfig
+TRAIN_CONFIG = "train-config"  # JSON of TrainConfig; `epochs` is the local epochs per round
+
+# MetricRecord entries (client -> server)
+NUM_EXAMPLES = "num-examples"  # FedAvg's example weighting
+UNIT_WEIGHT = "unit-weight"  # 1 for every client: the paper's unweighted mean
+PARTITION_ID = "partition-id"
+D_LOSS = "d-loss"
+G_LOSS = "g-loss"
+SECONDS = "seconds"
+STEPS = "steps"
+GRADE_COUNTS = "grade-counts"  # images per grade 0-4 this hospital trained on (unlabelled: all zero)
+
+# node_config entries (set by the simulation engine, or per SuperNode in deployment)
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"

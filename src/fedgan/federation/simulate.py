@@ -1,0 +1,119 @@
+"""`fedgan federate`: N virtual hospitals on Flower's simulation engine, one run folder.
+
+```
+RUN/config.toml          seed, federation settings, model/training configs, store hash
+RUN/metrics.jsonl        per round and hospital: losses, examples, seconds, bytes; per round: aggregate
+RUN/samples/round-NNNN.png
+RUN/checkpoints/round-NNNN.pt and latest (global G and D, round, configs): resumable, and usable
+                         as `--init` for another run
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+
+import torch
+
+from fedgan.config import TrainConfig, to_dict
+from fedgan.data.partition import partition
+from fedgan.data.store import Store
+from fedgan.errors import FedGANError
+from fedgan.federation.server_app import WEIGHTINGS, FederationSettings, make_server_app
+from fedgan.federation.weights import global_weights
+from fedgan.models.dcgan import GANConfig
+from fedgan.provenance import write_run_record
+from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
+from fedgan.training.loop import new_state
+from fedgan.training.run import model_config_for
+
+log = logging.getLogger(__name__)
+
+#: Flower must never phone home or install anything at run time (see DESIGN.md).
+FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                      "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0"}
+
+
+def run_engine(settings: FederationSettings, initial: dict[str, torch.Tensor], start_round: int) -> None:
+    os.environ.update(FLOWER_ENVIRONMENT)
+    from flwr.app import ArrayRecord
+    from flwr.simulation import run_simulation
+
+    from fedgan.federation.client_app import app as client_app
+
+    gpus = 1.0 / settings.clients if torch.cuda.is_available() else 0.0
+    run_simulation(
+        server_app=make_server_app(settings, ArrayRecord(initial), start_round),
+        client_app=client_app,
+        num_supernodes=settings.clients,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
+    )
+
+
+def check_partition(store: Store, settings: FederationSettings) -> None:
+    """Fail before starting any engine if the partition is impossible (empty hospitals)."""
+    partition(store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha)
+
+
+def federate(
+    store_path: Path,
+    run: Path,
+    *,
+    clients: int,
+    partition_kind: str = "label-split",
+    rounds: int = 2,
+    model_config: GANConfig = GANConfig(),
+    train_config: TrainConfig = TrainConfig(epochs=1),
+    conditional: bool = False,
+    init: Path | None = None,
+    alpha: float = 0.5,
+    fraction: float = 1.0,
+    weighting: str = "examples",
+    min_successful: int = 1,
+) -> Path:
+    """Run a new federation; `train_config.epochs` is the local epochs per round."""
+    if (run / "checkpoints").exists():
+        raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
+    if weighting not in WEIGHTINGS:
+        raise FedGANError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients:
+        raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
+    store = Store(store_path)
+    config = model_config_for(store, model_config, conditional)
+    settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting, min_successful)
+    check_partition(store, settings)
+    state = new_state(config, train_config, torch.device("cpu"))
+    if init is not None:
+        init_from_checkpoint(state, init, train_config)
+    run.mkdir(parents=True, exist_ok=True)
+    write_run_record(run, seed=train_config.seed, stores={"train": store_path}, config={
+        "federation": {"clients": clients, "partition": partition_kind, "rounds": rounds, "alpha": alpha, "fraction": fraction,
+                       "weighting": weighting, "min-successful": min_successful, "init": str(init) if init else ""},
+        "model": to_dict(config), "train": to_dict(train_config)})
+    run_engine(settings, global_weights(state), 0)
+    return run
+
+
+def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
+    """Continue a federation after its last completed round, with the settings it started with."""
+    data = read_checkpoint(run / "checkpoints" / "latest")
+    record = tomllib.loads((run / "config.toml").read_text())
+    fed = record["config"]["federation"]
+    state, train_config = restore_state(data, torch.device("cpu"))
+    done = int(data["extra"]["round"])
+    total = rounds if rounds is not None else int(data["extra"]["rounds"])  # the latest target, after any extension
+    if done >= total:
+        raise FedGANError(f"{run}: already completed {done} of {total} rounds (pass --rounds to extend it)")
+    settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
+                                  state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
+                                  str(fed["weighting"]), int(fed["min-successful"]))
+    log.info("resuming %s after round %d of %d", run, done, total)
+    run_engine(settings, global_weights(state), done)
+    return run
+
+
+def completed_rounds(run: Path) -> int:
+    return int(read_checkpoint(run / "checkpoints" / "latest")["extra"]["round"])
