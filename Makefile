@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/data_throughput.py
 	$(VENV)/bin/python benchmarks/grade_signal.py
 	$(VENV)/bin/python benchmarks/train_throughput.py
+	$(VENV)/bin/python benchmarks/federation_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

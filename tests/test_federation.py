@@ -102,3 +102,51 @@ def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "completed 1 rounds" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def skewed_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Graded folder: 6 images of grade 0, 6 of grade 1, one of grade 4 (label-split: a 1-image hospital)."""
+    root = tmp_path_factory.mktemp("skew")
+    photos = sorted((fundus_set / "train").glob("*.jpeg"))
+    for index, photo in enumerate(photos[:13]):
+        grade = 0 if index < 6 else 1 if index < 12 else 4
+        (root / "in" / str(grade)).mkdir(parents=True, exist_ok=True)
+        (root / "in" / str(grade) / photo.name).write_bytes(photo.read_bytes())
+    prepare_store(root / "in", root / "store", preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0), workers=1, progress=False)
+    return root / "store"
+
+
+def test_a_failing_hospital_is_left_out_with_its_reason(skewed_store: Path, tmp_path: Path) -> None:
+    run = federate(skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL)
+    records = lines(run)
+    failed = [r for r in records if "failed" in r and "client" not in r and not r.get("aggregate")]
+    assert len(failed) == 1 and "has 1 training image" in failed[0]["failed"]
+    aggregate = next(r for r in records if r.get("aggregate"))
+    assert aggregate["clients"] == 2 and aggregate["failed"] == 1
+
+
+def test_too_few_successful_hospitals_fail_the_round(skewed_store: Path, tmp_path: Path) -> None:
+    with pytest.raises(FedGANError, match=r"stopped after round 0 of 1: round 1: only 2 hospital\(s\)"):
+        federate(skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, min_successful=3)
+
+
+def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Path, tmp_path: Path) -> None:
+    """Averaged running statistics: in eval mode the global D scores every hospital's images
+    finitely and G produces varied images, although no hospital saw the others' data."""
+    from fedgan.training.checkpoint import restore_state
+    from fedgan.training.loop import generate
+
+    run = federate(store, tmp_path / "fed", clients=3, partition_kind="label-split", rounds=2, model_config=TINY, train_config=LOCAL)
+    state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
+    norms = [m for m in state.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(bool((m.running_var > 0).all()) for m in norms)
+    state.discriminator.eval()
+    labels = Store(store).labels("train")
+    images, _ = Store(store).load("train")
+    with torch.no_grad():
+        for part in partition(labels, 3, "label-split", LOCAL.seed):
+            scores = torch.sigmoid(state.discriminator(torch.from_numpy(images[part])))
+            assert torch.isfinite(scores).all() and 0.001 < scores.mean() < 0.999
+    fakes = generate(state, torch.randn(8, TINY.latent_dim))
+    assert fakes.std(dim=0).mean() > 1e-3  # not one image repeated

@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--weighting", default="examples", choices=("examples", "unweighted"),
                        help="FedAvg weights: by images (default) or the paper's unweighted mean")
     group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
+    group.add_argument("--client-cpus", type=int, default=0, help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)")
     _add_gan_options(federate, epochs_help="local epochs per round (default: 1)")
     _add_common(federate)
 
@@ -411,7 +412,8 @@ def run_federate(args: argparse.Namespace) -> None:
         model, train = _gan_configs(args, epochs=1)
         run = federate(args.store, args.out, clients=args.clients, partition_kind=args.partition, rounds=args.rounds or 2,
                        model_config=model, train_config=train, conditional=args.conditional, init=args.init, alpha=args.alpha,
-                       fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful)
+                       fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful,
+                       client_cpus=args.client_cpus)
     print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 

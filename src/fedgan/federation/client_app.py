@@ -28,9 +28,9 @@ from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.federation import keys
 from fedgan.federation.weights import global_weights, load_global_weights
-from fedgan.models.dcgan import GANConfig
+from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
 from fedgan.training.device import resolve_device
-from fedgan.training.loop import new_state, train_epoch
+from fedgan.training.loop import GANState, make_optimisers, noise_generator, train_epoch
 
 app = ClientApp()
 
@@ -42,6 +42,14 @@ def hospital_data(store: str, kind: str, num_clients: int, partition_id: int, se
     indices = partition(data.labels("train"), num_clients, kind, seed, alpha=alpha)[partition_id]
     images, labels = data.load("train", indices)
     return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+@functools.lru_cache(maxsize=2)
+def networks(model_config_json: str, device: str) -> tuple[Generator, Discriminator]:
+    """Built once per process: every round overwrites all their float state with the global model,
+    so rebuilding (and re-initialising 25 M parameters) each round would be wasted time."""
+    generator, discriminator = build_models(GANConfig(**json.loads(model_config_json)))
+    return generator.to(device), discriminator.to(device)
 
 
 def local_data(config: ConfigRecord, context: Context, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -57,13 +65,19 @@ def local_data(config: ConfigRecord, context: Context, seed: int) -> tuple[torch
 
 def train_locally(arrays: ArrayRecord, config: ConfigRecord, context: Context) -> tuple[ArrayRecord, MetricRecord]:
     started = time.perf_counter()
+    if keys.THREADS in config:
+        torch.set_num_threads(int(config[keys.THREADS]))
     model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
     train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
     images, labels, partition_id = local_data(config, context, train_config.seed)
+    if len(images) < 2:  # batch statistics of one image are meaningless; better left out than harmful
+        raise ValueError(f"hospital {partition_id} has {len(images)} training image(s); at least 2 are needed")
     round_number = int(config[keys.GLOBAL_ROUND])
     # Each (round, hospital) draws its own data order and noise, reproducibly.
     local = dataclasses.replace(train_config, seed=train_config.seed * 1_000_003 + round_number * 1009 + partition_id)
-    state = new_state(model_config, local, resolve_device("auto"))
+    generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
+    opt_generator, opt_discriminator = make_optimisers(generator, discriminator, local)  # fresh Adam each round, as the paper
+    state = GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(local.seed))
     load_global_weights(state, arrays.to_torch_state_dict())
     history = []
     for _ in range(train_config.epochs):

@@ -13,6 +13,7 @@ NUM_CLIENTS = "num-clients"
 ALPHA = "alpha"
 MODEL_CONFIG = "model-config"  # JSON of GANConfig
 TRAIN_CONFIG = "train-config"  # JSON of TrainConfig; `epochs` is the local epochs per round
+THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
 
 # MetricRecord entries (client -> server)
 NUM_EXAMPLES = "num-examples"  # FedAvg's example weighting

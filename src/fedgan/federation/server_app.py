@@ -50,12 +50,14 @@ class FederationSettings:
     fraction: float = 1.0  # share of hospitals sampled each round
     weighting: str = "examples"
     min_successful: int = 1  # a round fails if fewer hospitals return usable models
+    client_cpus: int = 0  # simulation: CPU cores per virtual hospital (0: unset, deployment)
 
     def round_config(self) -> ConfigRecord:
         return ConfigRecord({
             keys.STORE: str(self.store.resolve()), keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients,
             keys.ALPHA: self.alpha, keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
             keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
+            **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
         })
 
 

@@ -25,6 +25,7 @@ from fedgan.errors import FedGANError
 from fedgan.federation.server_app import WEIGHTINGS, FederationSettings, make_server_app
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
+from fedgan.parallel import default_workers
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
@@ -45,12 +46,21 @@ def run_engine(settings: FederationSettings, initial: dict[str, torch.Tensor], s
     from fedgan.federation.client_app import app as client_app
 
     gpus = 1.0 / settings.clients if torch.cuda.is_available() else 0.0
-    run_simulation(
-        server_app=make_server_app(settings, ArrayRecord(initial), start_round),
-        client_app=client_app,
-        num_supernodes=settings.clients,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
-    )
+    cpus = settings.client_cpus or default_workers()
+    reason = "the simulation engine stopped early (see the log above)"
+    try:
+        run_simulation(
+            server_app=make_server_app(settings, ArrayRecord(initial), start_round),
+            client_app=client_app,
+            num_supernodes=settings.clients,
+            backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
+        )
+    except RuntimeError as exc:  # raised by the ServerApp, e.g. too few hospitals succeeded
+        reason = str(exc)
+    done = completed_rounds(settings.run) if (settings.run / "checkpoints" / "latest").exists() else 0
+    if done < settings.rounds:
+        raise FedGANError(f"federation stopped after round {done} of {settings.rounds}: {reason} "
+                          f"(fix the cause, then `fedgan federate --resume {settings.run}`)")
 
 
 def check_partition(store: Store, settings: FederationSettings) -> None:
@@ -73,8 +83,14 @@ def federate(
     fraction: float = 1.0,
     weighting: str = "examples",
     min_successful: int = 1,
+    client_cpus: int = 0,
 ) -> Path:
-    """Run a new federation; `train_config.epochs` is the local epochs per round."""
+    """Run a new federation; `train_config.epochs` is the local epochs per round.
+
+    `client_cpus` is each virtual hospital's share of this machine. 0 (default) gives every
+    hospital all cores, so hospitals train one after another at full speed: on a small machine
+    that beats running them side by side, where an odd number of hospitals leaves cores idle.
+    """
     if (run / "checkpoints").exists():
         raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
     if weighting not in WEIGHTINGS:
@@ -83,7 +99,8 @@ def federate(
         raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
-    settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting, min_successful)
+    settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
+                                  min_successful, client_cpus)
     check_partition(store, settings)
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
@@ -91,7 +108,8 @@ def federate(
     run.mkdir(parents=True, exist_ok=True)
     write_run_record(run, seed=train_config.seed, stores={"train": store_path}, config={
         "federation": {"clients": clients, "partition": partition_kind, "rounds": rounds, "alpha": alpha, "fraction": fraction,
-                       "weighting": weighting, "min-successful": min_successful, "init": str(init) if init else ""},
+                       "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus,
+                       "init": str(init) if init else ""},
         "model": to_dict(config), "train": to_dict(train_config)})
     run_engine(settings, global_weights(state), 0)
     return run
@@ -109,7 +127,7 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
         raise FedGANError(f"{run}: already completed {done} of {total} rounds (pass --rounds to extend it)")
     settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
                                   state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
-                                  str(fed["weighting"]), int(fed["min-successful"]))
+                                  str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]))
     log.info("resuming %s after round %d of %d", run, done, total)
     run_engine(settings, global_weights(state), done)
     return run

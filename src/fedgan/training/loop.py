@@ -49,8 +49,12 @@ def new_state(model_config: GANConfig, train_config: TrainConfig, device: torch.
     torch.manual_seed(train_config.seed)
     generator, discriminator = (m.to(device) for m in build_models(model_config))
     opt_g, opt_d = make_optimisers(generator, discriminator, train_config)
-    noise = torch.Generator(device="cpu").manual_seed(train_config.seed + 1)
-    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise)
+    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise_generator(train_config.seed))
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    """The generator of all z and fake grades of a run (or of one hospital's round)."""
+    return torch.Generator(device="cpu").manual_seed(seed + 1)
 
 
 @dataclasses.dataclass(frozen=True)
