@@ -82,6 +82,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     for name in ("preview.png", "summary.txt", "config.toml", "stores/fundus/manifest.json", "stores/ct/manifest.json"):
         assert (demo / name).is_file(), name
     assert "label-split across 10 hospitals" in result.stdout
+    assert "federated the same model across 3 simulated hospitals" in result.stdout
+    assert (demo / "runs" / "federated-3" / "checkpoints" / "round-0003.pt").is_file()
     assert "[data.fundus]" in (demo / "config.toml").read_text()
     again = run("demo", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
     assert again.returncode == 0 and "reused the fundus photographs" in again.stdout

@@ -114,8 +114,10 @@ class GANFedAvg(FedAvg):
     """FedAvg that records every hospital's reply, drops failed ones and enforces a minimum."""
 
     def __init__(self, settings: FederationSettings, recorder: RoundRecorder) -> None:
-        super().__init__(fraction_train=settings.fraction, fraction_evaluate=0.0, min_train_nodes=1,
-                         min_available_nodes=settings.clients, weighted_by_key=WEIGHTINGS[settings.weighting],
+        # min_train_nodes is the number to sample: FedAvg otherwise derives it from the nodes
+        # registered at that instant, which right after start-up can be fewer than all.
+        super().__init__(fraction_train=settings.fraction, fraction_evaluate=0.0,
+                         min_train_nodes=max(1, round(settings.fraction * settings.clients)), min_available_nodes=settings.clients, weighted_by_key=WEIGHTINGS[settings.weighting],
                          arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG)
         self.settings = settings
         self.recorder = recorder
