@@ -14,12 +14,13 @@ from fedgan.errors import DataError
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def test_masked_crc_matches_tensorflow_reference() -> None:
-    # From TensorFlow's crc32c tests: masked CRC of b"foo".
+def test_masked_crc_of_a_tensorflow_record_header() -> None:
+    """The first 12 bytes of a TF-written file: length, then TensorFlow's masked CRC of it."""
     import crc32c
 
     assert crc32c.crc32c(b"123456789") == 0xE3069283  # the CRC32C check value
-    assert masked_crc(b"") == ((0 >> 15 | (0 << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    header = (FIXTURES / "tf_written.tfrecord").read_bytes()[:12]
+    assert masked_crc(header[:8]) == int.from_bytes(header[8:], "little")
 
 
 def test_example_round_trip_all_feature_kinds() -> None:
