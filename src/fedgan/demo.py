@@ -57,11 +57,11 @@ def preview_grid(fundus_root: Path, store: Store, per_grade: int = 4) -> np.ndar
     tile = 128
     rows = []
     entries = store.entries("train")
-    images = {r.item_id: r.image for r in store.records("train")}
+    picked = sorted(i for grade in sorted({e["label"] for e in entries}) for i in [k for k, e in enumerate(entries) if e["label"] == grade][:per_grade])  # load() returns index order
+    images = dict(zip((entries[i]["id"] for i in picked), store.load("train", np.array(picked))[0]))
     for grade in sorted({e["label"] for e in entries}):
-        picks = [e for e in entries if e["label"] == grade][:per_grade]
         cells = []
-        for entry in picks:
+        for entry in (entries[i] for i in picked if entries[i]["label"] == grade):
             photo = cv2.imread(str(fundus_root / entry["source"]))
             photo = cv2.resize(photo, (tile * photo.shape[1] // photo.shape[0], tile), interpolation=cv2.INTER_AREA)
             photo = photo[:, (photo.shape[1] - tile) // 2 : (photo.shape[1] - tile) // 2 + tile]

@@ -29,8 +29,8 @@ from fedgan.federation import keys
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import save_checkpoint
-from fedgan.training.loop import generate, new_state
-from fedgan.training.samples import fixed_inputs, save_grid
+from fedgan.training.loop import new_state
+from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ class RoundRecorder:
         self.start_round = start_round
         self.round_started = time.perf_counter()
         self.state = new_state(settings.model_config, settings.train_config, torch.device("cpu"))
-        self.noise = fixed_inputs(settings.model_config, settings.train_config.sample_count, settings.train_config.seed)
         self.pending: dict[str, Any] = {}
 
     def write(self, line: dict[str, Any]) -> None:
@@ -99,8 +98,8 @@ class RoundRecorder:
         global_round = self.start_round + server_round
         load_global_weights(self.state, arrays.to_torch_state_dict())
         self.state.epoch = global_round
-        save_grid(generate(self.state, *self.noise), self.settings.run / "samples" / f"round-{global_round:04d}.png",
-                  None if self.noise[1] is None else -(-self.settings.train_config.sample_count // self.settings.model_config.num_classes))
+        save_samples(self.state, self.settings.run / "samples" / f"round-{global_round:04d}.png",
+                     self.settings.train_config.sample_count, self.settings.train_config.seed)
         save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", f"round-{global_round:04d}",
                         extra={"round": global_round, "rounds": self.settings.rounds})
         seconds = time.perf_counter() - self.round_started

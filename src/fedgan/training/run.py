@@ -25,8 +25,8 @@ from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
-from fedgan.training.loop import GANState, Throughput, generate, new_state, train_epoch
-from fedgan.training.samples import fixed_inputs, save_grid
+from fedgan.training.loop import GANState, Throughput, new_state, train_epoch
+from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,10 @@ def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.de
 
 def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path,
            progress: bool, stop_after_epochs: int | None, store_path: Path) -> GANState:
-    z, grid_labels = fixed_inputs(state.model_config, config.sample_count, config.seed)
     steps_per_epoch = len(images) // min(config.batch_size, len(images))
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch, desc="train", unit="step",
                disable=not progress, dynamic_ncols=True)
     speed = Throughput()
-    columns = None if grid_labels is None else -(-config.sample_count // state.model_config.num_classes)
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as metrics:
         def on_step(state: GANState, stats, batch: int) -> None:  # noqa: ANN001 - StepStats
             if not stats.finite():
@@ -122,7 +120,7 @@ def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: t
         while state.epoch < config.epochs:
             train_epoch(state, images, labels, config, on_step)
             metrics.flush()
-            save_grid(generate(state, z, grid_labels), run / "samples" / f"epoch-{state.epoch:04d}.png", columns)
+            save_samples(state, run / "samples" / f"epoch-{state.epoch:04d}.png", config.sample_count, config.seed)
             save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra={"store": str(store_path)})
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break

@@ -10,16 +10,20 @@ import numpy as np
 import torch
 
 from fedgan.atomic import write_bytes_atomic
-from fedgan.models.dcgan import GANConfig
+from fedgan.training.loop import GANState, generate
 
 
-def fixed_inputs(config: GANConfig, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The same noise (and, when conditional, grades in rows 0..4) for every grid of a run."""
+def save_samples(state: GANState, path: Path, count: int, seed: int) -> None:
+    """A grid from the run's fixed noise: the same z (and, when conditional, one row per grade)
+    at every epoch or round, so grids of one run are directly comparable."""
+    config = state.model_config
     z = torch.randn(count, config.latent_dim, generator=torch.Generator().manual_seed(seed + 7))
     if not config.conditional:
-        return z, None
+        save_grid(generate(state, z), path)
+        return
     per_class = math.ceil(count / config.num_classes)
-    return z, (torch.arange(count) // per_class).clamp(max=config.num_classes - 1)
+    grades = (torch.arange(count) // per_class).clamp(max=config.num_classes - 1)
+    save_grid(generate(state, z, grades), path, columns=per_class)
 
 
 def image_grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> np.ndarray:
