@@ -5,11 +5,12 @@ images through (a) centralised training for R epochs and (b) 3- and 10-hospital 
 R rounds of 1 local epoch (IID partitions, so every hospital's share sums to the same images).
 Prints wall time, per-round time, the one-time start (engine, hospital processes, first data
 load: the first round minus a steady round) and the ratio federated/centralised for all rounds
-and for steady rounds.
+and for steady rounds. Each federation runs again with SecAgg+ (same hospitals, same images), and
+the extra time of a steady secure round is printed as a share of that round.
 
-    python benchmarks/federation_throughput.py [--images 480] [--rounds 3] [--clients 3,10] [--client-cpus 0]
+    python benchmarks/federation_throughput.py [--images 480] [--rounds 3] [--clients 3,10] [--client-cpus 0] [--no-secagg]
 
-Goal: ratio <= 1.10.
+Goals: ratio <= 1.10; SecAgg+ <= 15 % of round time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
+from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.simulate import federate
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
@@ -36,32 +38,42 @@ def main() -> None:
     parser.add_argument("--clients", default="3,10")
     parser.add_argument("--batch-size", type=int, default=16, help="the paper's 16")
     parser.add_argument("--client-cpus", type=int, default=0, help="cores per hospital (0: all, hospitals take turns)")
+    parser.add_argument("--no-secagg", dest="secagg", action="store_false", help="skip the SecAgg+ runs")
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    model = GANConfig()  # the paper's widths; resolution comes from the 64 px store
     train = TrainConfig(epochs=args.rounds, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         write_fundus_set(tmp_path / "raw", count=args.images * 5 // 4, size=256, progress=False)
         prepare_store(tmp_path / "raw", tmp_path / "store", preprocess_config=PreprocessConfig(size=64), store_config=StoreConfig(), progress=False)
         started = time.perf_counter()
-        train_centralised(tmp_path / "store", tmp_path / "central", model_config=model, train_config=train, progress=False)
+        train_centralised(tmp_path / "store", tmp_path / "central", model_config=GANConfig(), train_config=train, progress=False)
         central = time.perf_counter() - started
         print(f"centralised: {args.rounds} epochs over {args.images} images in {central:.1f} s")
         for clients in (int(c) for c in args.clients.split(",")):
-            run = tmp_path / f"fed{clients}"
-            started = time.perf_counter()
-            federate(tmp_path / "store", run, clients=clients, partition_kind="iid", rounds=args.rounds, model_config=model,
-                     train_config=TrainConfig(epochs=1, batch_size=args.batch_size), client_cpus=args.client_cpus)
-            wall = time.perf_counter() - started
-            rounds = [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"aggregate"' in line]
+            wall, rounds = federation(tmp_path, clients, args, secagg=None)
             steady = sum(rounds[1:]) / max(len(rounds) - 1, 1)  # rounds after the first: processes warm, data cached
             warm_up = wall - steady * len(rounds)  # engine start + first-round process start and data loading
-            per_round = " + ".join(f"{r:.1f}" for r in rounds)
-            print(f"{clients:>2} hospitals: wall {wall:.1f} s, rounds {per_round} s")
+            print(f"{clients:>2} hospitals: wall {wall:.1f} s, rounds {' + '.join(f'{r:.1f}' for r in rounds)} s")
             print(f"    one-time start (engine, hospital processes, data loading): {warm_up:.1f} s")
             print(f"    ratio federated/centralised per pass over the data: all rounds {sum(rounds) / central:.2f}x, "
                   f"steady rounds {steady * args.rounds / central:.2f}x (goal <= 1.10)")
+            if args.secagg:
+                _, secure = federation(tmp_path, clients, args, secagg=SecAggSettings())
+                secure_steady = sum(secure[1:]) / max(len(secure) - 1, 1)
+                print(f"    SecAgg+: steady round {secure_steady:.1f} s vs {steady:.1f} s plain: "
+                      f"{(secure_steady - steady) / secure_steady:.0%} of the secure round (goal <= 15 %)")
+
+
+def federation(tmp_path: Path, clients: int, args: argparse.Namespace, secagg: SecAggSettings | None) -> tuple[float, list[float]]:
+    """Wall time and per-round seconds of one simulated federation over the store."""
+    run = tmp_path / f"fed{clients}{'-secure' if secagg else ''}"  # GANConfig(): the paper's widths, 64 px from the store
+    started = time.perf_counter()
+    federate(tmp_path / "store", run, clients=clients, partition_kind="iid", rounds=args.rounds, model_config=GANConfig(),
+             train_config=TrainConfig(epochs=1, batch_size=args.batch_size), client_cpus=args.client_cpus, secagg=secagg)
+    wall = time.perf_counter() - started
+    return wall, [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"aggregate"' in line]
+
 
 if __name__ == "__main__":
     main()

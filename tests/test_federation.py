@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
+from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.models.dcgan import GANConfig
@@ -40,6 +42,10 @@ def lines(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def read_config(run: Path) -> dict:
+    return tomllib.loads((run / "config.toml").read_text())
+
+
 def test_weights_round_trip_skips_integer_buffers() -> None:
     state = new_state(TINY, LOCAL, torch.device("cpu"))
     flat = global_weights(state)
@@ -50,8 +56,21 @@ def test_weights_round_trip_skips_integer_buffers() -> None:
     assert all(torch.equal(v, global_weights(other)[k]) for k, v in flat.items())
 
 
-def test_three_hospitals_two_rounds_partition_honoured(store: Path, tmp_path: Path) -> None:
-    run = federate(store, tmp_path / "fed", clients=3, partition_kind="label-split", rounds=2, model_config=TINY, train_config=LOCAL)
+@pytest.fixture(scope="module")
+def label_split_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The paper's setting at tiny size: 3 hospitals, label-split, 2 rounds of plain FedAvg."""
+    return federate(store, tmp_path_factory.mktemp("runs") / "fed", clients=3, partition_kind="label-split", rounds=2,
+                    model_config=TINY, train_config=LOCAL)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """Largest absolute difference over both networks' float tensors of two checkpoints."""
+    return max(float((a[net][k].float() - b[net][k].float()).abs().max())
+               for net in ("generator", "discriminator") for k in a[net] if a[net][k].is_floating_point())
+
+
+def test_three_hospitals_two_rounds_partition_honoured(store: Path, label_split_run: Path) -> None:
+    run = label_split_run
     records = lines(run)
     clients = [r for r in records if "client" in r]
     assert sorted((r["round"], r["client"]) for r in clients) == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
@@ -117,9 +136,13 @@ def skewed_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return root / "store"
 
 
-def test_a_failing_hospital_is_left_out_with_its_reason(skewed_store: Path, tmp_path: Path) -> None:
-    run = federate(skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL)
-    records = lines(run)
+@pytest.fixture(scope="module")
+def skewed_run(skewed_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return federate(skewed_store, tmp_path_factory.mktemp("runs") / "skewed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL)
+
+
+def test_a_failing_hospital_is_left_out_with_its_reason(skewed_run: Path) -> None:
+    records = lines(skewed_run)
     failed = [r for r in records if "failed" in r and "client" not in r and not r.get("aggregate")]
     assert len(failed) == 1 and "has 1 training image" in failed[0]["failed"]
     aggregate = next(r for r in records if r.get("aggregate"))
@@ -131,14 +154,13 @@ def test_too_few_successful_hospitals_fail_the_round(skewed_store: Path, tmp_pat
         federate(skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, min_successful=3)
 
 
-def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Path, tmp_path: Path) -> None:
+def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Path, label_split_run: Path) -> None:
     """Averaged running statistics: in eval mode the global D scores every hospital's images
     finitely and G produces varied images, although no hospital saw the others' data."""
     from fedgan.training.checkpoint import restore_state
     from fedgan.training.loop import generate
 
-    run = federate(store, tmp_path / "fed", clients=3, partition_kind="label-split", rounds=2, model_config=TINY, train_config=LOCAL)
-    state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
+    state, _ = restore_state(read_checkpoint(label_split_run), torch.device("cpu"))
     norms = [m for m in state.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(bool((m.running_var > 0).all()) for m in norms)
     state.discriminator.eval()
@@ -150,3 +172,38 @@ def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Pa
             assert torch.isfinite(scores).all() and 0.001 < scores.mean() < 0.999
     fakes = generate(state, torch.randn(8, TINY.latent_dim))
     assert fakes.std(dim=0).mean() > 1e-3  # not one image repeated
+
+
+def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(store: Path, label_split_run: Path, tmp_path: Path) -> None:
+    """Same hospitals, same local training: SecAgg+'s unmasked sum gives plain FedAvg's model up to
+    one quantisation step per hospital (hospitals of unequal size, so the weighting is exercised)."""
+    run = federate(store, tmp_path / "secure", clients=3, partition_kind="label-split", rounds=1, model_config=TINY, train_config=LOCAL,
+                   secagg=SecAggSettings())
+    sizes = [len(p) for p in partition(Store(store).labels("train"), 3, "label-split", LOCAL.seed)]
+    settings = SecAggSettings(max_weight=max(sizes))
+    difference = max_difference(read_checkpoint(label_split_run / "checkpoints" / "round-0001.pt"), read_checkpoint(run))
+    assert 0 < difference <= settings.error_bound(sizes) + 1e-6  # nonzero: the sum really went through the quantiser
+    clients = [r for r in lines(run) if "client" in r]
+    assert sorted(r["examples"] for r in clients) == sorted(sizes)
+    assert all(r["clipped"] == 0 and 0 < r["largest_update"] < settings.clip for r in clients)
+    assert all(r["bytes_sent"] > r["bytes_received"] for r in clients)  # int64 masked vectors: twice the float32 model
+    assert read_config(run)["config"]["secagg"]["max-weight"] == max(sizes)
+
+
+def test_secure_aggregation_survives_a_hospital_dropping_out(skewed_store: Path, skewed_run: Path, tmp_path: Path) -> None:
+    """The 1-image hospital fails after the key exchange; the others' key shares remove its masks
+    and the round completes with the same model plain FedAvg builds from the two survivors."""
+    run = federate(skewed_store, tmp_path / "secure", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings())
+    records = lines(run)
+    failed = [r for r in records if "failed" in r and not r.get("aggregate")]
+    assert len(failed) == 1 and "has 1 training image" in failed[0]["failed"]
+    survivors = [r["examples"] for r in records if "client" in r]
+    assert next(r for r in records if r.get("aggregate"))["clients"] == 2
+    sizes = [len(p) for p in partition(Store(skewed_store).labels("train"), 3, "label-split", LOCAL.seed)]
+    bound = SecAggSettings(max_weight=max(sizes)).error_bound(survivors)
+    assert max_difference(read_checkpoint(skewed_run), read_checkpoint(run)) <= bound + 1e-6
+
+
+def test_secure_aggregation_needs_two_hospitals(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(FedGANError, match="at least 2 hospitals"):
+        federate(store, tmp_path / "x", clients=1, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings())

@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         fedgan federate --store stores/fundus --clients 5 --partition label-split --rounds 2 --out runs/fed5
         fedgan federate --store stores/fundus --clients 10 --partition dirichlet --alpha 0.3 --rounds 5 --out runs/fed10
         fedgan federate --store stores/fundus --clients 3 --rounds 2 --out runs/fed3 --init runs/ct-pretrain/checkpoints/latest
+        fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5-secure --secagg
         fedgan federate --resume runs/fed5 --rounds 4
         """,
     )
@@ -242,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FedAvg weights: by images (default) or the paper's unweighted mean")
     group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
     group.add_argument("--client-cpus", type=int, default=0, help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)")
+    group = federate.add_argument_group("secure aggregation")
+    group.add_argument("--secagg", action="store_true",
+                       help="aggregate with Flower's SecAgg+: the server only sees the sum of the hospitals' masked updates")
+    group.add_argument("--secagg-clip", type=float, default=8.0,
+                       help="updates are clipped to +-this before quantisation onto 2^22 levels (default: 8.0; "
+                            "metrics.jsonl reports each hospital's clipped share)")
     _add_gan_options(federate, epochs_help="local epochs per round (default: 1)")
     _add_common(federate)
 
@@ -399,6 +406,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_federate(args: argparse.Namespace) -> None:
+    from fedgan.federation.secure import SecAggSettings
     from fedgan.federation.simulate import completed_rounds, federate, resume_federation
 
     if args.device not in ("auto", "cpu"):
@@ -414,7 +422,7 @@ def run_federate(args: argparse.Namespace) -> None:
         run = federate(args.store, args.out, clients=args.clients, partition_kind=args.partition, rounds=args.rounds or 2,
                        model_config=model, train_config=train, conditional=args.conditional, init=args.init, alpha=args.alpha,
                        fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful,
-                       client_cpus=args.client_cpus)
+                       client_cpus=args.client_cpus, secagg=SecAggSettings(clip=args.secagg_clip) if args.secagg else None)
     print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 

@@ -2,7 +2,8 @@
 
 It receives the global generator and discriminator, trains them on its own data only with the
 shared local loop (`fedgan.training.loop`) for the configured local epochs, and replies with both
-networks and its metrics. No image leaves the hospital: only weights travel.
+networks and its metrics. No image leaves the hospital: only weights travel. Under SecAgg+ the
+same training runs inside Flower's `secaggplus_mod`, and only a masked update leaves.
 
 Which data is "its own": in simulation, partition `partition-id` of the store named in the
 round's config (the engine sets `partition-id`/`num-partitions` per virtual node); in deployment,
@@ -16,18 +17,25 @@ import functools
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 
 from fedgan.config import NUM_GRADES, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.federation import keys
-from fedgan.federation.weights import global_weights, load_global_weights
+from fedgan.federation.secure import clipped_update
+from fedgan.federation.weights import flat_weights, global_weights, load_global_weights
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import GANState, make_optimisers, noise_generator, train_epoch
@@ -52,7 +60,7 @@ def networks(model_config_json: str, device: str) -> tuple[Generator, Discrimina
     return generator.to(device), discriminator.to(device)
 
 
-def local_data(config: ConfigRecord, context: Context, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def local_data(config: Mapping[str, Any], context: Context, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     node = context.node_config
     if "data-dir" in node:  # deployment: the SuperNode's own store, all of it
         images, labels = hospital_data(str(node["data-dir"]), "iid", 1, 0, seed, 1.0)
@@ -63,7 +71,8 @@ def local_data(config: ConfigRecord, context: Context, seed: int) -> tuple[torch
     return images, labels, partition_id
 
 
-def train_locally(arrays: ArrayRecord, config: ConfigRecord, context: Context) -> tuple[ArrayRecord, MetricRecord]:
+def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], context: Context) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train the global networks `start` on this hospital's data; return the new weights and metrics."""
     started = time.perf_counter()
     if keys.THREADS in config:
         torch.set_num_threads(int(config[keys.THREADS]))
@@ -78,7 +87,7 @@ def train_locally(arrays: ArrayRecord, config: ConfigRecord, context: Context) -
     generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
     opt_generator, opt_discriminator = make_optimisers(generator, discriminator, local)  # fresh Adam each round, as the paper
     state = GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(local.seed))
-    load_global_weights(state, arrays.to_torch_state_dict())
+    load_global_weights(state, start)
     history = []
     for _ in range(train_config.epochs):
         history += train_epoch(state, images, labels, local)
@@ -86,15 +95,44 @@ def train_locally(arrays: ArrayRecord, config: ConfigRecord, context: Context) -
     g_loss = float(np.mean([s.g_loss for s in history])) if history else math.nan
     if not (history and all(s.finite() for s in history)):
         raise RuntimeError(f"hospital {partition_id}: training diverged or ran no step (D loss {d_loss}, G loss {g_loss})")
-    metrics = MetricRecord({
+    metrics = {
         keys.NUM_EXAMPLES: len(images), keys.UNIT_WEIGHT: 1, keys.PARTITION_ID: partition_id,
         keys.D_LOSS: d_loss, keys.G_LOSS: g_loss, keys.STEPS: len(history), keys.SECONDS: time.perf_counter() - started,
-        keys.GRADE_COUNTS: [int((labels == grade).sum()) for grade in range(NUM_GRADES)],
-    })
-    return ArrayRecord(global_weights(state)), metrics
+        **{keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)},
+    }
+    return global_weights(state), metrics
+
+
+def secure_train(msg: Message, context: Context) -> Message:
+    """One hospital's training inside SecAgg+ (Flower's legacy FitIns/FitRes messages).
+
+    It returns the clipped *update* (local minus global weights), not the weights: updates are
+    small, so they fit SecAgg+'s fixed clipping range and lose less to its quantisation."""
+    fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    names = list(flat_weights(*networks(str(fit.config[keys.MODEL_CONFIG]), str(resolve_device("auto")))))
+    start = dict(zip(names, (torch.from_numpy(a) for a in parameters_to_ndarrays(fit.parameters)), strict=True))
+    trained, metrics = train_locally(start, fit.config, context)
+    update, clipped, largest = clipped_update(trained, start, float(fit.config[keys.SECAGG_CLIP]))
+    weight = int(metrics[keys.WEIGHTINGS[str(fit.config[keys.WEIGHTING])]])
+    if weight > float(fit.config[keys.SECAGG_MAX_WEIGHT]):  # its values would overflow the protocol's range
+        raise ValueError(f"hospital {metrics[keys.PARTITION_ID]} weighs {weight}, above the federation's SecAgg+ "
+                         f"max-weight {fit.config[keys.SECAGG_MAX_WEIGHT]}: raise it on the server")
+    metrics |= {keys.CLIPPED: clipped, keys.LARGEST_UPDATE: largest}
+    reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), weight, metrics)
+    return Message(content=compat.fitres_to_recorddict(reply, keep_input=False), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    arrays, metrics = train_locally(msg.content[keys.ARRAYS], msg.content[keys.CONFIG], context)
-    return Message(content=RecordDict({keys.ARRAYS: arrays, keys.METRICS: metrics}), reply_to=msg)
+    if SECAGG_CONFIGS in msg.content.config_records:  # a stage of SecAgg+: the mod runs the protocol
+        return secaggplus_mod(msg, context, secure_train)
+    weights, metrics = train_locally(msg.content[keys.ARRAYS].to_torch_state_dict(), msg.content[keys.CONFIG], context)
+    return Message(content=RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query(keys.SIZE_QUERY)
+def size(msg: Message, context: Context) -> Message:
+    """Deployment with SecAgg+: the coordinator asks each hospital how many images it trains on
+    (a count it sees in every round's metrics anyway) to fit the protocol's weight range."""
+    count = len(Store(Path(str(context.node_config["data-dir"]))).labels("train"))
+    return Message(content=RecordDict({keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: count})}), reply_to=msg)

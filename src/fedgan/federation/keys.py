@@ -3,6 +3,7 @@
 ARRAYS = "arrays"  # ArrayRecord: generator.* and discriminator.* tensors
 CONFIG = "config"  # ConfigRecord sent with each training round
 METRICS = "metrics"  # MetricRecord in each reply
+SIZE_QUERY = "size"  # query action: a hospital's number of training images (deployment with SecAgg+)
 
 # ConfigRecord entries (server -> client)
 SERVER_ROUND = "server-round"  # injected by Flower's FedAvg
@@ -13,6 +14,9 @@ NUM_CLIENTS = "num-clients"
 ALPHA = "alpha"
 MODEL_CONFIG = "model-config"  # JSON of GANConfig
 TRAIN_CONFIG = "train-config"  # JSON of TrainConfig; `epochs` is the local epochs per round
+WEIGHTING = "weighting"  # examples | unweighted (SecAgg+: the client applies the weight itself)
+SECAGG_CLIP = "secagg-clip"  # SecAgg+: updates are clipped to +-this before quantisation
+SECAGG_MAX_WEIGHT = "secagg-max-weight"  # SecAgg+: the largest weight a hospital may send
 THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
 
 # MetricRecord entries (client -> server)
@@ -23,7 +27,12 @@ D_LOSS = "d-loss"
 G_LOSS = "g-loss"
 SECONDS = "seconds"
 STEPS = "steps"
-GRADE_COUNTS = "grade-counts"  # images per grade 0-4 this hospital trained on (unlabelled: all zero)
+GRADE_COUNT = "grade-{}"  # images of grade 0-4 this hospital trained on (unlabelled: all zero); scalars, as SecAgg+ needs
+CLIPPED = "clipped"  # SecAgg+: share of update values clipped to the range
+LARGEST_UPDATE = "largest-update"  # SecAgg+: largest absolute update value before clipping
+
+#: aggregation weighting -> the metric that holds each hospital's weight
+WEIGHTINGS = {"examples": NUM_EXAMPLES, "unweighted": UNIT_WEIGHT}
 
 # node_config entries (set by the simulation engine, or per SuperNode in deployment)
 NODE_PARTITION_ID = "partition-id"

@@ -14,7 +14,8 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedgan.config import TrainConfig
+from fedgan.config import NUM_GRADES, TrainConfig
 from fedgan.federation import keys
+from fedgan.federation.failures import short_reason
+from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import save_checkpoint
@@ -34,12 +37,10 @@ from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
 
-WEIGHTINGS = {"examples": keys.NUM_EXAMPLES, "unweighted": keys.UNIT_WEIGHT}
-
 
 @dataclasses.dataclass(frozen=True)
 class FederationSettings:
-    store: Path
+    store: Path | None  # simulation: the store the hospitals' partitions come from; deployment: None
     run: Path
     clients: int
     partition: str
@@ -51,13 +52,16 @@ class FederationSettings:
     weighting: str = "examples"
     min_successful: int = 1  # a round fails if fewer hospitals return usable models
     client_cpus: int = 0  # simulation: CPU cores per virtual hospital (0: unset, deployment)
+    secagg: SecAggSettings | None = None  # None: plain FedAvg, the server sees each hospital's model
 
     def round_config(self) -> ConfigRecord:
         return ConfigRecord({
-            keys.STORE: str(self.store.resolve()), keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients,
-            keys.ALPHA: self.alpha, keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
+            keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients, keys.ALPHA: self.alpha, keys.WEIGHTING: self.weighting,
+            keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
             keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
+            **({keys.STORE: str(self.store.resolve())} if self.store else {}),
             **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
+            **({keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight} if self.secagg else {}),
         })
 
 
@@ -75,28 +79,34 @@ class RoundRecorder:
         with open(self.settings.run / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 
-    def clients(self, global_round: int, valid: list[Message], failed: list[Message], model_bytes: int) -> None:
-        for reply in valid:
-            m = next(iter(reply.content.metric_records.values()))
-            self.write({"round": global_round, "client": int(m[keys.PARTITION_ID]), "node": reply.metadata.src_node_id,
-                        "examples": int(m[keys.NUM_EXAMPLES]), "steps": int(m[keys.STEPS]), "d_loss": m[keys.D_LOSS],
-                        "g_loss": m[keys.G_LOSS], "seconds": round(float(m[keys.SECONDS]), 3), "grades": list(m[keys.GRADE_COUNTS]),
-                        "bytes_received": model_bytes, "bytes_sent": model_bytes})
-        for reply in failed:
-            log.warning("round %d: hospital on node %d left out: %s", global_round, reply.metadata.src_node_id, reply.error.reason)
-            self.write({"round": global_round, "node": reply.metadata.src_node_id, "failed": reply.error.reason})
-        losses = [next(iter(r.content.metric_records.values())) for r in valid]
+    def clients(self, global_round: int, valid: list[tuple[int, Mapping[str, Any]]], failed: list[tuple[int | None, str]],
+                bytes_received: int, bytes_sent: int) -> None:
+        """One line per hospital of the round: (node id, metrics) of those that succeeded, (node id, reason) of the rest."""
+        for node, m in valid:
+            line = {"round": global_round, "client": int(m[keys.PARTITION_ID]), "node": node,
+                    "examples": int(m[keys.NUM_EXAMPLES]), "steps": int(m[keys.STEPS]), "d_loss": m[keys.D_LOSS],
+                    "g_loss": m[keys.G_LOSS], "seconds": round(float(m[keys.SECONDS]), 3), "grades": [int(m[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)],
+                    "bytes_received": bytes_received, "bytes_sent": bytes_sent}
+            if keys.CLIPPED in m:
+                line |= {"clipped": m[keys.CLIPPED], "largest_update": m[keys.LARGEST_UPDATE]}
+                if m[keys.CLIPPED]:
+                    log.warning("round %d: hospital %s clipped %.2g%% of its update to the SecAgg+ range (largest %.3g): raise "
+                                "--secagg-clip", global_round, m[keys.PARTITION_ID], 100 * m[keys.CLIPPED], m[keys.LARGEST_UPDATE])
+            self.write(line)
+        for node, reason in failed:
+            log.warning("round %d: hospital on node %s left out: %s", global_round, node, reason)
+            self.write({"round": global_round, "node": node, "failed": reason})
         self.pending = {"clients": len(valid), "failed": len(failed),
-                        "d_loss": float(np.mean([m[keys.D_LOSS] for m in losses])) if losses else None,
-                        "g_loss": float(np.mean([m[keys.G_LOSS] for m in losses])) if losses else None}
+                        "d_loss": float(np.mean([m[keys.D_LOSS] for _, m in valid])) if valid else None,
+                        "g_loss": float(np.mean([m[keys.G_LOSS] for _, m in valid])) if valid else None}
 
-    def end_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Flower's `evaluate_fn`: called with the initial model (round 0) and after each round."""
+    def end_round(self, server_round: int, weights: Mapping[str, torch.Tensor]) -> None:
+        """Called with the initial model (round 0) and after each round."""
         if server_round == 0:
             self.round_started = time.perf_counter()
-            return None
+            return
         global_round = self.start_round + server_round
-        load_global_weights(self.state, arrays.to_torch_state_dict())
+        load_global_weights(self.state, dict(weights))
         self.state.epoch = global_round
         save_samples(self.state, self.settings.run / "samples" / f"round-{global_round:04d}.png",
                      self.settings.train_config.sample_count, self.settings.train_config.seed)
@@ -106,7 +116,6 @@ class RoundRecorder:
         self.write({"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending})
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
         self.round_started = time.perf_counter()
-        return None
 
 
 class GANFedAvg(FedAvg):
@@ -116,7 +125,8 @@ class GANFedAvg(FedAvg):
         # min_train_nodes is the number to sample: FedAvg otherwise derives it from the nodes
         # registered at that instant, which right after start-up can be fewer than all.
         super().__init__(fraction_train=settings.fraction, fraction_evaluate=0.0,
-                         min_train_nodes=max(1, round(settings.fraction * settings.clients)), min_available_nodes=settings.clients, weighted_by_key=WEIGHTINGS[settings.weighting],
+                         min_train_nodes=max(1, round(settings.fraction * settings.clients)), min_available_nodes=settings.clients,
+                         weighted_by_key=keys.WEIGHTINGS[settings.weighting],
                          arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG)
         self.settings = settings
         self.recorder = recorder
@@ -131,22 +141,35 @@ class GANFedAvg(FedAvg):
         failed = [r for r in replies if r.has_error()]
         global_round = self.recorder.start_round + server_round
         model_bytes = sum(a.numpy().nbytes for a in next(iter(valid[0].content.array_records.values())).values()) if valid else 0
-        self.recorder.clients(global_round, valid, failed, model_bytes)
+        self.recorder.clients(global_round, [(r.metadata.src_node_id, next(iter(r.content.metric_records.values()))) for r in valid],
+                              [(r.metadata.src_node_id, short_reason(r.error.reason)) for r in failed], model_bytes, model_bytes)
         if len(valid) < self.settings.min_successful:
             raise RuntimeError(f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
                                f"{self.settings.min_successful} required")
         return super().aggregate_train(server_round, valid)
 
 
-def make_server_app(settings: FederationSettings, initial: ArrayRecord, start_round: int) -> ServerApp:
+def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> None:
+    """The ServerApp's work: rounds start_round+1 .. settings.rounds, with or without SecAgg+."""
+    recorder = RoundRecorder(settings, start_round)
+    if settings.secagg:
+        run_secure(grid, context, settings, recorder, initial)
+        return
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        recorder.end_round(server_round, arrays.to_torch_state_dict())
+        return None
+
+    GANFedAvg(settings, recorder).start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=settings.rounds - start_round,
+                                       train_config=settings.round_config(), evaluate_fn=evaluate)
+
+
+def make_server_app(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> ServerApp:
     """A ServerApp bound to one run's settings (the simulation engine runs it in this process)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        recorder = RoundRecorder(settings, start_round)
-        strategy = GANFedAvg(settings, recorder)
-        strategy.start(grid=grid, initial_arrays=initial, num_rounds=settings.rounds - start_round,
-                       train_config=settings.round_config(), evaluate_fn=recorder.end_round)
+        run_rounds(grid, context, settings, initial, start_round)
 
     return app

@@ -11,18 +11,22 @@ RUN/checkpoints/round-NNNN.pt and latest (global G and D, round, configs): resum
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tomllib
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
-from fedgan.config import TrainConfig, to_dict
+from fedgan.config import TrainConfig, from_dict, to_dict
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.federation.server_app import WEIGHTINGS, FederationSettings, make_server_app
+from fedgan.federation.keys import WEIGHTINGS
+from fedgan.federation.secure import SecAggSettings
+from fedgan.federation.server_app import FederationSettings, make_server_app
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.parallel import default_workers
@@ -38,9 +42,8 @@ FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK"
                       "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0"}
 
 
-def run_engine(settings: FederationSettings, initial: dict[str, torch.Tensor], start_round: int) -> None:
+def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> None:
     os.environ.update(FLOWER_ENVIRONMENT)
-    from flwr.app import ArrayRecord
     from flwr.simulation import run_simulation
 
     from fedgan.federation.client_app import app as client_app
@@ -50,7 +53,7 @@ def run_engine(settings: FederationSettings, initial: dict[str, torch.Tensor], s
     reason = "the simulation engine stopped early (see the log above)"
     try:
         run_simulation(
-            server_app=make_server_app(settings, ArrayRecord(initial), start_round),
+            server_app=make_server_app(settings, initial, start_round),
             client_app=client_app,
             num_supernodes=settings.clients,
             backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
@@ -63,9 +66,19 @@ def run_engine(settings: FederationSettings, initial: dict[str, torch.Tensor], s
                           f"(fix the cause, then `fedgan federate --resume {settings.run}`)")
 
 
-def check_partition(store: Store, settings: FederationSettings) -> None:
-    """Fail before starting any engine if the partition is impossible (empty hospitals)."""
-    partition(store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha)
+def check_partition(store: Store, settings: FederationSettings) -> list[int]:
+    """Fail before starting any engine if the partition is impossible (empty hospitals); the hospitals' sizes."""
+    parts = partition(store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha)
+    return [len(part) for part in parts]
+
+
+def secure_settings(secagg: SecAggSettings | None, weighting: str, sizes: list[int]) -> SecAggSettings | None:
+    """SecAgg+ with the tightest weight range: the largest hospital's weight (best quantisation)."""
+    if secagg is None:
+        return None
+    if len(sizes) < 2:
+        raise FedGANError("--secagg needs at least 2 hospitals (a sum of one is that hospital's update)")
+    return dataclasses.replace(secagg, max_weight=float(max(sizes)) if weighting == "examples" else 1.0)
 
 
 def federate(
@@ -84,12 +97,14 @@ def federate(
     weighting: str = "examples",
     min_successful: int = 1,
     client_cpus: int = 0,
+    secagg: SecAggSettings | None = None,
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
     `client_cpus` is each virtual hospital's share of this machine. 0 (default) gives every
     hospital all cores, so hospitals train one after another at full speed: on a small machine
     that beats running them side by side, where an odd number of hospitals leaves cores idle.
+    `secagg` (e.g. `SecAggSettings()`) aggregates with SecAgg+; its max-weight is set here.
     """
     if (run / "checkpoints").exists():
         raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
@@ -101,7 +116,8 @@ def federate(
     config = model_config_for(store, model_config, conditional)
     settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
                                   min_successful, client_cpus)
-    check_partition(store, settings)
+    sizes = check_partition(store, settings)
+    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes))
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
@@ -110,6 +126,7 @@ def federate(
         "federation": {"clients": clients, "partition": partition_kind, "rounds": rounds, "alpha": alpha, "fraction": fraction,
                        "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus,
                        "init": str(init) if init else ""},
+        **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
         "model": to_dict(config), "train": to_dict(train_config)})
     run_engine(settings, global_weights(state), 0)
     return run
@@ -127,7 +144,8 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
         raise FedGANError(f"{run}: already completed {done} of {total} rounds (pass --rounds to extend it)")
     settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
                                   state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
-                                  str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]))
+                                  str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]),
+                                  from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None)
     log.info("resuming %s after round %d of %d", run, done, total)
     run_engine(settings, global_weights(state), done)
     return run

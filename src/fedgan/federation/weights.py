@@ -14,18 +14,24 @@ from collections import OrderedDict
 
 import torch
 
+from fedgan.models.dcgan import Discriminator, Generator
 from fedgan.training.loop import GANState
 
 NETWORKS = ("generator", "discriminator")
 
 
-def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
+def flat_weights(generator: Generator, discriminator: Discriminator) -> OrderedDict[str, torch.Tensor]:
+    """The float tensors of both networks in a fixed order (the order SecAgg+'s lists travel in)."""
     flat: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for name in NETWORKS:
-        for key, value in getattr(state, name).state_dict().items():
+    for name, module in zip(NETWORKS, (generator, discriminator), strict=True):
+        for key, value in module.state_dict().items():
             if value.is_floating_point():
                 flat[f"{name}.{key}"] = value.detach().cpu()
     return flat
+
+
+def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
+    return flat_weights(state.generator, state.discriminator)
 
 
 def load_global_weights(state: GANState, flat: dict[str, torch.Tensor]) -> None:
