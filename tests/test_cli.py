@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from fedgan.cli import main
 
-COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"], ["demo"]]
+COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"],
+            ["evaluate"], ["report"], ["sweep"], ["demo"]]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -76,14 +78,20 @@ def test_ct_synth_and_prepare_from_the_command_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run("demo", "--out", str(tmp_path / "demo"), "-q")
+    result = run("demo", "--quick", "--out", str(tmp_path / "demo"), "-q")
     assert result.returncode == 0, result.stderr
     demo = tmp_path / "demo"
     for name in ("preview.png", "summary.txt", "config.toml", "stores/fundus/manifest.json", "stores/ct/manifest.json"):
         assert (demo / name).is_file(), name
     assert "label-split across 10 hospitals" in result.stdout
     assert "federated the same model across 3 simulated hospitals" in result.stdout
-    assert (demo / "runs" / "federated-3" / "checkpoints" / "round-0003.pt").is_file()
+    assert (demo / "runs" / "federated-3" / "checkpoints" / "round-0002.pt").is_file()
+    for run_name in ("ct-pretrain", "fundus-conditional", "federated-3"):
+        assert "<h2>Samples</h2>" in (demo / "runs" / run_name / "report.html").read_text()
+    for run_name in ("fundus-conditional", "federated-3"):
+        metrics = json.loads((demo / "runs" / run_name / "eval" / "metrics.json").read_text())
+        assert metrics["paper_realism"]["reference"] == str((demo / "runs" / "fundus-conditional").resolve())
+    assert "realism (paper)" in result.stdout and "grader kappa" in result.stdout
     assert "[data.fundus]" in (demo / "config.toml").read_text()
-    again = run("demo", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
+    again = run("demo", "--quick", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
     assert again.returncode == 0 and "reused the fundus photographs" in again.stdout

@@ -207,3 +207,14 @@ def test_secure_aggregation_survives_a_hospital_dropping_out(skewed_store: Path,
 def test_secure_aggregation_needs_two_hospitals(store: Path, tmp_path: Path) -> None:
     with pytest.raises(FedGANError, match="at least 2 hospitals"):
         federate(store, tmp_path / "x", clients=1, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings())
+
+
+def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(label_split_run: Path) -> None:
+    from fedgan.reporting.report import build_report
+
+    page = build_report(label_split_run).read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert page.count("data:image/png;base64,") == 1 + 2  # loss curves + two round grids (round 1 small, round 2 final)
+    assert "Images per grade per hospital" in page and "MB sent by hospitals" in page
+    assert "Not evaluated yet" in page  # honest about what is missing
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened

@@ -22,6 +22,8 @@ typical flow:
   fedgan partition stores/fundus --clients 5 --partition label-split
   fedgan train --store stores/fundus --out runs/central --epochs 5
   fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5
+  fedgan evaluate runs/fed5 --real stores/fundus && fedgan report runs/fed5
+  fedgan sweep --store stores/fundus --clients 3,5,7,10 --out runs/sweep
   fedgan demo                                             # all of the above on embedded data
 
 Run `fedgan COMMAND --help` for each command's options and examples.
@@ -252,22 +254,89 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gan_options(federate, epochs_help="local epochs per round (default: 1)")
     _add_common(federate)
 
+    evaluate = _command(
+        sub, "evaluate", "measure a run's generator against real images with the store's fixed evaluator",
+        """
+        Generates images from RUN's latest checkpoint and writes RUN/eval/metrics.json: Frechet
+        distance, KID, precision/recall, density/coverage and the per-sample realism score in the
+        feature space of the store's fixed evaluator (a grade classifier trained once on half of
+        the held-out split, which no GAN reads; its sha256 is recorded), with 95 % intervals and
+        per grade; utility (a grader trained on the synthetic images, tested on real held-out
+        ones, beside the same grader trained on real images); and with --reference the paper's
+        realism score (mean sigmoid of that checkpoint's discriminator on the generated images).
+        """,
+        """
+        fedgan evaluate runs/fed5 --real stores/fundus
+        fedgan evaluate runs/fed5 --real stores/fundus --reference runs/central --count 2000
+        """,
+    )
+    evaluate.add_argument("run", type=Path, help="run folder (or checkpoint) to evaluate")
+    evaluate.add_argument("--real", type=Path, required=True, help="prepared store of the real images (graded, with a held-out split)")
+    evaluate.add_argument("--reference", type=Path, help="checkpoint whose discriminator gives the paper's realism score (the same for all runs compared)")
+    evaluate.add_argument("--count", type=int, help="images to generate (default: as many as the store's training split)")
+    evaluate.add_argument("--inception-weights", type=Path, metavar="PATH",
+                          help="TorchScript Inception-v3 (NVIDIA's inception-2015-12-05.pt) for the standard FID too; never downloaded")
+    _add_common(evaluate)
+
+    report = _command(
+        sub, "report", "write RUN/report.html: losses, samples, metrics, timings in one file",
+        """
+        A self-contained HTML page (plots and grids inlined) from what the run folder holds:
+        loss curves (per round and hospital for federations), sample grids over rounds, the
+        metrics of `fedgan evaluate` with their intervals, timings, bytes communicated and the
+        configuration with images per grade per hospital. Open it in any browser.
+        """,
+        """
+        fedgan report runs/fed5
+        """,
+    )
+    report.add_argument("run", type=Path, help="run folder")
+
+    sweep = _command(
+        sub, "sweep", "the paper's comparison: a centralised baseline and each federation size, evaluated alike",
+        """
+        Trains a centralised baseline (rounds x local epochs epochs) and one federation per
+        --clients value (rounds of local epochs) from the same seed and budget, evaluates each
+        with the store's fixed evaluator (the paper's realism score with the baseline's
+        discriminator as the one reference) and writes DIR/sweep.json and DIR/report.html with
+        the table (realism vs hospitals beside FD, KID, precision, recall, coverage, TSTR kappa,
+        each also as a fraction of the baseline). --conditional trains grade-conditional GANs,
+        which the synthetic-trained grader (TSTR) needs. Rerun the same command to resume.
+        """,
+        """
+        fedgan sweep --store stores/fundus --clients 3,5,7,10 --rounds 5 --out runs/sweep --conditional
+        fedgan sweep --store stores/fundus --clients 3,10 --rounds 2 --out runs/sweep-small --init runs/ct-pretrain/checkpoints/latest
+        """,
+    )
+    sweep.add_argument("--store", type=Path, required=True, help="prepared fundus store")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
+    sweep.add_argument("--clients", default="3,5,7,10", help="federation sizes, comma-separated (default: 3,5,7,10)")
+    sweep.add_argument("--partition", default="label-split", choices=("label-split", "dirichlet", "iid"), help="(default: label-split)")
+    sweep.add_argument("--rounds", type=int, default=3, help="federated rounds (default: 3)")
+    sweep.add_argument("--init", type=Path, metavar="CKPT", help="start every member from this pretrained checkpoint")
+    sweep.add_argument("--count", type=int, help="generated images per evaluation (default: as many as real training images)")
+    _add_gan_options(sweep, epochs_help="local epochs per round; the baseline trains rounds x this (default: 1)")
+    _add_common(sweep)
+
     demo = _command(
         sub, "demo", "run the product end to end on embedded procedural data",
         """
         Generate fundus photographs (EyePACS layout) and CT series (DICOM), prepare both into
         stores, show the partitions for 3/5/7/10 hospitals, pretrain the GAN on CT, fine-tune a
         grade-conditional GAN on fundus (64 px) centrally and across 3 simulated hospitals with
-        Flower, and write sample grids, a preview and a run record. A few minutes on a 2-core
-        laptop; data already generated in DIR is reused.
+        Flower, evaluate both with the store's fixed evaluator and write an HTML report per run,
+        a preview and a run record. About five minutes on a 2-core laptop; data already
+        generated in DIR is reused.
         """,
         """
         fedgan demo
+        fedgan demo --quick --out /tmp/fedgan-check
         fedgan demo --out runs/demo2 --fresh --seed 3
         """,
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder (default: runs/demo)")
     demo.add_argument("--fresh", action="store_true", help="regenerate the procedural data even if present")
+    demo.add_argument("--quick", action="store_true", help="small counts and 32 px: checks an installation in about a minute")
     demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
     _add_common(demo, workers=True)
     return parser
@@ -427,11 +496,56 @@ def run_federate(args: argparse.Namespace) -> None:
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    from fedgan.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, args.real, count=args.count, reference=args.reference, seed=args.seed,
+                          inception_weights=args.inception_weights)
+    fidelity = result["fidelity"]
+    print(f"evaluated {args.run} ({result['counts']['generated']} generated vs {result['counts']['real']} real, "
+          f"evaluator {result['evaluator_sha256'][:12]}):")
+    for name, value in fidelity.items():
+        print(f"  {name:<14} {value['value']:.4g}  [{value['low']:.4g}, {value['high']:.4g}]")
+    synthetic = result["utility"]["synthetic_trained"]
+    print(f"  utility: kappa {synthetic['kappa']:.3f} trained on synthetic" if "kappa" in synthetic else f"  utility: n/a ({synthetic['reason']})",
+          f"vs {result['utility']['real_trained']['kappa']:.3f} trained on real")
+    if "paper_realism" in result:
+        print(f"  paper realism score: {result['paper_realism']['value']:.3f}")
+    if "fid" in result:
+        print(f"  FID (Inception): {result['fid']['value']:.4g}")
+    print(f"metrics in {Path(args.run) / 'eval' / 'metrics.json'}; `fedgan report {args.run}` shows them with the run")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from fedgan.reporting.report import build_report
+
+    print(f"report written to {build_report(args.run)}")
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    from fedgan.sweep import SweepSettings, format_table, run_sweep
+
+    try:
+        clients = tuple(int(c) for c in args.clients.split(","))
+    except ValueError:
+        raise FedGANError(f"--clients must be comma-separated integers, got {args.clients!r}") from None
+    model, train = _gan_configs(args, epochs=1)
+    settings = SweepSettings(args.store, args.out, clients, args.partition, args.rounds, model, train, args.conditional,
+                             args.init, args.count)
+    rows = run_sweep(settings)
+    print(format_table(rows))
+    print(f"comparison in {args.out / 'report.html'} and {args.out / 'sweep.json'}")
+
+
 def run_demo(args: argparse.Namespace) -> None:
-    from fedgan.demo import DemoConfig, run_demo as demo
+    import dataclasses
+
+    from fedgan.demo import QUICK, DemoConfig
+    from fedgan.demo import run_demo as demo
     from fedgan.training.device import resolve_device
 
-    print(demo(args.out, config=DemoConfig(seed=args.seed), fresh=args.fresh, workers=args.workers, progress=not args.quiet,
+    config = dataclasses.replace(QUICK if args.quick else DemoConfig(), seed=args.seed)
+    print(demo(args.out, config=config, fresh=args.fresh, workers=args.workers, progress=not args.quiet,
                device=resolve_device(args.device)))
 
 
@@ -440,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="fedgan: %(message)s")
     if getattr(args, "quiet", False):  # Flower logs every round at INFO and resets its level when it starts
         logging.getLogger("flwr").addFilter(lambda record: record.levelno >= logging.WARNING)
-    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate, "demo": run_demo}
+    handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate,
+                "evaluate": run_evaluate, "report": run_report, "sweep": run_sweep, "demo": run_demo}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

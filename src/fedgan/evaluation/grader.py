@@ -57,15 +57,16 @@ def train_grader(images: np.ndarray, labels: np.ndarray, config: GraderTraining 
     weights = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / NUM_GRADES, 0.0), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights.sqrt().to(device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    steps = config.epochs * max(1, len(images) // config.batch_size)
+    batch_size = min(config.batch_size, len(images))  # a set smaller than one batch still trains
+    steps = config.epochs * (len(images) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     model.train()
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = order[start : start + batch_size]
             x, y = x_all[batch].to(device), y_all[batch].to(device)
             if torch.rand(1, generator=generator).item() < 0.5:
                 x = x.flip(-1)  # left and right eyes are mirror images

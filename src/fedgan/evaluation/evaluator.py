@@ -1,0 +1,99 @@
+"""The fixed evaluator of a real data set: a DR grader whose penultimate features embed images.
+
+Models are never judged by their own discriminator. Every run evaluated against a store uses the
+one evaluator trained for it, on half of the store's `heldout` split (stratified by grade), which
+no GAN ever reads; the other half is the real test set of the utility metrics. It is trained once
+and saved in the store as `evaluator.pt`; its sha256 goes into every result, so two numbers are
+comparable exactly when their hashes match. The real-data baseline of the utility metrics (the
+same grader trained on the `train` split) is computed once with it and cached beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedgan.atomic import write_bytes_atomic, write_text_atomic
+from fedgan.data.partition import stratified_holdout
+from fedgan.data.store import Store
+from fedgan.errors import FedGANError
+from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, train_grader
+from fedgan.evaluation.kappa import quadratic_weighted_kappa
+
+log = logging.getLogger(__name__)
+
+EVALUATOR_FILE = "evaluator.pt"
+BASELINE_FILE = "evaluator-baseline.json"
+SPLIT_SEED = 2024  # fixed: the evaluator's halves of the held-out split must not move between runs
+
+
+@dataclasses.dataclass
+class Evaluator:
+    model: GradeNet
+    sha256: str
+    path: Path
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Penultimate features (N, 8 x width) of images in [-1, 1]."""
+        self.model.eval()
+        return np.concatenate([self.model.features(torch.from_numpy(images[i : i + batch_size])).numpy().astype(np.float64)
+                               for i in range(0, len(images), batch_size)])
+
+
+def heldout_halves(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the held-out split: (evaluator training, real test set)."""
+    labels = store.labels("heldout")
+    if len(labels) < 10 or (labels < 0).any():
+        raise FedGANError(f"{store.path}: the evaluator needs at least 10 graded held-out images, found {len(labels)} "
+                          "(prepare the store with graded data and --heldout > 0)")
+    test = stratified_holdout(labels, 0.5, SPLIT_SEED)
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def score(model: GradeNet, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predicted = predict_grades(model, images)
+    return {"accuracy": float((predicted == labels).mean()), "kappa": quadratic_weighted_kappa(labels, predicted)}
+
+
+def load_evaluator(store_path: Path, training: GraderTraining = GraderTraining()) -> Evaluator:
+    """The store's evaluator, trained and saved on first use."""
+    store = Store(store_path)
+    path = store.path / EVALUATOR_FILE
+    if not path.exists():
+        fit, test = heldout_halves(store)
+        images, labels = store.load("heldout", fit)
+        log.info("training the evaluator of %s on %d held-out images", store.path, len(images))
+        model = train_grader(images, labels, training)
+        buffer = io.BytesIO()
+        torch.save({"state": model.state_dict(), "in_channels": images.shape[1], "training": dataclasses.asdict(training),
+                    "fit_indices": fit.tolist()}, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
+    data = path.read_bytes()
+    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model = GradeNet(in_channels=int(saved["in_channels"]))
+    model.load_state_dict(saved["state"])
+    return Evaluator(model.eval(), hashlib.sha256(data).hexdigest(), path)
+
+
+def real_baseline(store_path: Path, evaluator: Evaluator, training: GraderTraining = GraderTraining()) -> dict[str, float]:
+    """Accuracy and kappa on the real test half of a grader trained on the real `train` split
+    (what a synthetic set is measured against), and of the evaluator itself; cached per evaluator."""
+    store = Store(store_path)
+    cache = store.path / BASELINE_FILE
+    if cache.exists() and (cached := json.loads(cache.read_text())).get("evaluator_sha256") == evaluator.sha256:
+        return cached
+    _, test = heldout_halves(store)
+    test_images, test_labels = store.load("heldout", test)
+    images, labels = store.load("train")
+    result = {"evaluator_sha256": evaluator.sha256, "real_trained": score(train_grader(images, labels, training), test_images, test_labels),
+              "evaluator": score(evaluator.model, test_images, test_labels), "test_images": len(test_labels), "train_images": len(labels)}
+    write_text_atomic(cache, json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,221 @@
+"""`fedgan report RUN`: one self-contained HTML page from a run folder.
+
+It reads only what the run folder holds (config.toml, metrics.jsonl, samples/, eval/metrics.json),
+so a report can be rebuilt at any time and shared as one file: plots and sample grids are inlined
+as base64 PNGs. Works for federated runs (per round and per hospital) and centralised ones (per
+step, averaged per epoch).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tomllib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: reports are built on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fedgan.atomic import write_text_atomic  # noqa: E402
+from fedgan.errors import FedGANError  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; } th { background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+.grids { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; text-align: center; font-size: .85em; }
+img { image-rendering: pixelated; max-width: 100%; } .muted { color: #777; } code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+METRIC_NOTES = {
+    "fd": "Fréchet distance (lower is better)", "kid": "kernel inception-style distance, unbiased (lower is better)",
+    "precision": "share of generated samples on the real manifold", "recall": "share of real samples on the generated manifold",
+    "density": "real neighbourhoods per generated sample / k (1 ≈ real)", "coverage": "share of real neighbourhoods reached",
+    "realism_score": "mean per-sample realism (Kynkäänniemi et al.; > 1 inside the real manifold)",
+}
+
+
+def png(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def img(data: str, alt: str, width: int | None = None) -> str:
+    size = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">'
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell if isinstance(cell, Markup) else html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class Markup(str):
+    """A table cell that is already HTML."""
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def read_lines(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
+    """Loss curves and a caption: per round (aggregate and each hospital) or per epoch."""
+    aggregates = [r for r in lines if r.get("aggregate")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
+    if aggregates:
+        clients: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in lines:
+            if "client" in r:
+                clients[r["client"]].append(r)
+        for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
+            for client, rows in sorted(clients.items()):
+                ax.plot([r["round"] for r in rows], [r[key] for r in rows], lw=1, alpha=.6, marker=".", label=f"hospital {client}")
+            done = [r for r in aggregates if r.get(key) is not None]
+            ax.plot([r["round"] for r in done], [r[key] for r in done], color="black", lw=2.2, marker="o", label="mean")
+            ax.set(title=f"{name} loss", xlabel="round")
+        caption = "Mean local training loss per round: each hospital (thin) and their mean (black)."
+    else:
+        epochs: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in lines:
+            epochs[r["epoch"]].append(r)
+        for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
+            ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=.6, alpha=.4, label="step")
+            ax.plot([rows[-1]["step"] for rows in epochs.values()], [sum(r[key] for r in rows) / len(rows) for rows in epochs.values()],
+                    color="black", lw=2, marker="o", label="epoch mean")
+            ax.set(title=f"{name} loss", xlabel="step")
+        caption = "Training losses per step and their mean per epoch."
+    axes[0].legend(fontsize=7, ncol=2)
+    for ax in axes:
+        ax.grid(alpha=.3)
+    return png(fig), caption
+
+
+def grids(run: Path, most: int = 6) -> str:
+    files = sorted((run / "samples").glob("*.png"))
+    if not files:
+        return '<p class="muted">No sample grids in this run.</p>'
+    picked = sorted({files[round(i * (len(files) - 1) / max(most - 1, 1))] for i in range(min(most, len(files)))})
+    small = "".join(f"<figure>{img(base64.b64encode(f.read_bytes()).decode(), f.stem, 170)}<figcaption>{f.stem}</figcaption></figure>"
+                    for f in picked[:-1])
+    final = files[-1]
+    return (f'<div class="grids">{small}</div><h3>Final: {final.stem}</h3>'
+            f"{img(base64.b64encode(final.read_bytes()).decode(), final.stem, 520)}"
+            '<p class="muted">Fixed noise: the same latent vectors in every grid; conditional models show one row per grade 0–4.</p>')
+
+
+def hospitals_table(lines: list[dict[str, Any]]) -> str:
+    first_round = min((r["round"] for r in lines if "client" in r), default=None)
+    rows = sorted((r for r in lines if r.get("round") == first_round and "client" in r), key=lambda r: r["client"])
+    if not rows:
+        return ""
+    return "<h3>Images per grade per hospital</h3>" + table(
+        ["hospital", "images", *(f"grade {g}" for g in range(5))], [[r["client"], r["examples"], *r["grades"]] for r in rows])
+
+
+def timings(lines: list[dict[str, Any]]) -> str:
+    aggregates = [r for r in lines if r.get("aggregate")]
+    if aggregates:
+        sent = sum(r.get("bytes_sent", 0) for r in lines if "client" in r)
+        received = sum(r.get("bytes_received", 0) for r in lines if "client" in r)
+        failed = sum(r.get("failed", 0) for r in aggregates)
+        rows = [["rounds", len(aggregates)], ["seconds per round (mean)", fmt(sum(r["seconds"] for r in aggregates) / len(aggregates))],
+                ["seconds in total", fmt(sum(r["seconds"] for r in aggregates))], ["hospital replies left out", failed],
+                ["MB sent by hospitals", fmt(sent / 1e6)], ["MB received by hospitals", fmt(received / 1e6)]]
+        return table(["", "value"], rows)
+    if lines:
+        rate = [r["images_per_s"] for r in lines if "images_per_s" in r]
+        return table(["", "value"], [["epochs", lines[-1]["epoch"]], ["steps", lines[-1]["step"]],
+                                     ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"]])
+    return '<p class="muted">No metrics recorded.</p>'
+
+
+def metrics_section(run: Path) -> str:
+    path = run / "eval" / "metrics.json"
+    if not path.exists():
+        return f'<p class="muted">Not evaluated yet: <code>fedgan evaluate {html.escape(str(run))} --real STORE</code>.</p>'
+    result = json.loads(path.read_text())
+    fidelity = result["fidelity"]
+    out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, in the feature "
+           f"space of the fixed evaluator <code>{result['evaluator_sha256'][:12]}</code> (a grade classifier trained on held-out "
+           f"real images no GAN saw); 95 % intervals from {result['intervals']['draws']} random subsets of "
+           f"{result['intervals']['share']:.0%} of each set.</p>",
+           table(["metric", "value", "95 % interval", "meaning"],
+                 [[name, fmt(v["value"]), f"{fmt(v['low'])} – {fmt(v['high'])}", METRIC_NOTES.get(name, "")] for name, v in fidelity.items()])]
+    if result.get("fidelity_per_grade"):
+        out.append("<h3>Per grade</h3>" + table(["grade", "FD", "precision", "recall", "coverage", "real", "generated"],
+                                                [[g, fmt(v["fd"]), fmt(v["precision"]), fmt(v["recall"]), fmt(v["coverage"]), v["real"],
+                                                  v["generated"]] for g, v in result["fidelity_per_grade"].items()]))
+    if "fid" in result:
+        out.append(f"<p>Standard FID with the supplied Inception weights (<code>{result['fid']['weights_sha256'][:12]}</code>): "
+                   f"<b>{fmt(result['fid']['value'])}</b>.</p>")
+    if "paper_realism" in result:
+        out.append(f"<p>The paper's realism score (mean sigmoid of one fixed reference discriminator, "
+                   f"<code>{html.escape(result['paper_realism']['reference'])}</code>, on generated images): "
+                   f"<b>{fmt(result['paper_realism']['value'])}</b>. The paper reports 0.43 / 0.37 / 0.36 / 0.35 for "
+                   "3 / 5 / 7 / 10 clients with its own reference.</p>")
+    utility = result["utility"]
+    synthetic = utility["synthetic_trained"]
+    rows = [["real images (baseline)", fmt(utility["real_trained"]["accuracy"]), fmt(utility["real_trained"]["kappa"])],
+            ["synthetic images", *((fmt(synthetic["accuracy"]), fmt(synthetic["kappa"])) if "accuracy" in synthetic
+                                   else ("n/a", synthetic["reason"]))],
+            ["the evaluator itself", fmt(utility["evaluator"]["accuracy"]), fmt(utility["evaluator"]["kappa"])]]
+    out.append(f"<h3>Utility: train a grader, test on {utility['test_images']} real held-out images</h3>"
+               + table(["grader trained on", "accuracy", "quadratic weighted kappa"], rows))
+    return "".join(out)
+
+
+def config_section(record: dict[str, Any]) -> str:
+    out = []
+    for section, values in record.get("config", {}).items():
+        if isinstance(values, dict):
+            out.append(f"<h3>{html.escape(section)}</h3>" + table(["setting", "value"], [[k, fmt(v)] for k, v in values.items()]))
+    data = record.get("data", {})
+    if data:
+        out.append("<h3>Data</h3>" + table(["store", "path", "manifest sha256"],
+                                           [[name, d["path"], d["manifest-sha256"][:16]] for name, d in data.items()]))
+    versions = record.get("versions", {})
+    out.append(f'<p class="muted">Versions: {html.escape(", ".join(f"{k} {v}" for k, v in versions.items()))}</p>')
+    return "".join(out)
+
+
+def build_report(run: Path) -> Path:
+    run = Path(run)
+    if not (run / "config.toml").exists():
+        raise FedGANError(f"{run}: not a run folder (no config.toml)")
+    record = tomllib.loads((run / "config.toml").read_text())
+    lines = read_lines(run)
+    kind = "federated" if any(r.get("aggregate") for r in lines) else "centralised"
+    meta = record.get("run", {})
+    parts = [f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
+             f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
+             f'command <code>{html.escape(str(meta.get("command", "")))}</code></p>',
+             "<h2>Metrics</h2>", metrics_section(run)]
+    if lines:
+        figure, caption = loss_figure(lines)
+        parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']
+    parts += ["<h2>Samples</h2>", grids(run), "<h2>Timings and communication</h2>", timings(lines),
+              "<h2>Configuration and data</h2>", hospitals_table(lines), config_section(record)]
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN report: {html.escape(run.name)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    out = run / "report.html"
+    write_text_atomic(out, page)
+    return out

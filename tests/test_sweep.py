@@ -1,0 +1,47 @@
+"""`fedgan sweep` at tiny size: baseline + federations, one evaluator, one reference, resumable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import small_store
+from fedgan.config import TrainConfig
+from fedgan.models.dcgan import GANConfig
+from fedgan.sweep import CENTRALISED, SweepSettings, run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_store(fundus_set, tmp_path_factory.mktemp("stores") / "sweep16", size=16, heldout=0.4)
+
+
+def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_path: Path) -> None:
+    settings = SweepSettings(store, tmp_path / "sweep", clients=(2, 3), rounds=2, conditional=True, count=30,
+                             model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
+                             train_config=TrainConfig(epochs=1, batch_size=4, sample_count=10))
+    rows = run_sweep(settings)
+    assert [r["member"] for r in rows] == [CENTRALISED, "clients-2", "clients-3"]
+    assert rows[0]["fd_vs_centralised"] == 1.0 and rows[0]["paper_realism_vs_centralised"] == 1.0
+    results = [json.loads((settings.out / r["member"] / "eval" / "metrics.json").read_text()) for r in rows]
+    assert len({r["evaluator_sha256"] for r in results}) == 1  # one fixed evaluator
+    assert {r["paper_realism"]["reference"] for r in results} == {str((settings.out / CENTRALISED).resolve())}
+    assert [r["checkpoint_round"] for r in results] == [2, 2, 2]  # same budget: 2 epochs vs 2 rounds x 1 local epoch
+    page = (settings.out / "report.html").read_text()
+    assert "realism (paper)" in page and "clients-3" in page and page.count("data:image/png;base64,") == 3
+    stamps = {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")}
+    assert run_sweep(settings) == rows  # finished members are neither retrained nor re-evaluated
+    assert {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")} == stamps
+
+
+def test_sweep_command_line_rejects_bad_sizes(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "fedgan", "sweep", "--store", str(tmp_path), "--out", str(tmp_path / "o"),
+                             "--clients", "3,x"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "--clients must be comma-separated integers" in result.stderr
