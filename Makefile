@@ -23,7 +23,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/data_throughput.py
 	$(VENV)/bin/python benchmarks/grade_signal.py
 	$(VENV)/bin/python benchmarks/train_throughput.py
+	$(VENV)/bin/python benchmarks/dp_step.py
 	$(VENV)/bin/python benchmarks/federation_throughput.py
+	$(VENV)/bin/python benchmarks/privacy_tradeoff.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

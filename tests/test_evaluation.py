@@ -16,7 +16,7 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.evaluator import load_evaluator
-from fedgan.evaluation.fidelity import bootstrap, fd, fidelity, frechet_distance, kid, prdc, realism_scores
+from fedgan.evaluation.fidelity import fd, fidelity, frechet_distance, kid, over_draws, prdc, realism_scores
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
 
@@ -61,12 +61,14 @@ def test_realism_score_is_high_inside_and_low_far_from_the_real_set() -> None:
     assert scores[0] > 1 > scores[1]
 
 
-def test_bootstrap_interval_contains_the_value() -> None:
+def test_intervals_over_redrawn_sets_bracket_the_mean_and_separate_a_shift() -> None:
     rng = np.random.default_rng(4)
-    result = bootstrap(fidelity, rng.normal(size=(150, 6)), rng.normal(size=(150, 6)) + 0.3, draws=8)
-    for name, interval in result.items():
-        assert interval["low"] <= interval["high"], name
-    assert result["fd"]["low"] < result["fd"]["value"] * 1.5 and result["fd"]["high"] > 0
+    real = rng.normal(size=(150, 6))
+    near = over_draws(fidelity, real, [rng.normal(size=(150, 6)) for _ in range(10)])
+    far = over_draws(fidelity, real, [rng.normal(size=(150, 6)) + 1.0 for _ in range(10)])
+    for name, interval in near.items():
+        assert interval["low"] <= interval["value"] <= interval["high"], name
+    assert near["fd"]["high"] < far["fd"]["low"] and near["precision"]["low"] > far["precision"]["high"]
 
 
 @pytest.fixture(scope="module")

@@ -218,3 +218,35 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
     assert "Images per grade per hospital" in page and "MB sent by hospitals" in page
     assert "Not evaluated yet" in page  # honest about what is missing
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
+
+
+def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(store: Path, tmp_path: Path) -> None:
+    from fedgan.training.privacy import epsilon
+
+    grouped = GANConfig(**{**TINY.__dict__, "norm": "group"})
+    private = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10, dp_epsilon=3.0, dp_delta=1e-3)
+    run = federate(store, tmp_path / "dp", clients=2, partition_kind="iid", rounds=1, model_config=grouped, train_config=private)
+    first = [r for r in lines(run) if "client" in r]
+    assert all(r["epsilon"] == pytest.approx(3.0, abs=0.05) for r in first)  # each hospital calibrated its noise to the target
+    resume_federation(run, rounds=2)
+    records = lines(run)
+    second = [r for r in records if "client" in r and r["round"] == 2]
+    histories = read_checkpoint(run)["extra"]["privacy"]
+    assert sorted(histories) == ["0", "1"] and all(len(h) == 2 for h in histories.values())  # both rounds, across the resume
+    for r in second:
+        assert r["epsilon"] == pytest.approx(epsilon([tuple(h) for h in histories[str(r["client"])]], 1e-3), abs=1e-3)
+        assert r["epsilon"] > 3.0
+    assert next(r for r in records if r.get("aggregate") and r["round"] == 2)["epsilon"] == max(r["epsilon"] for r in second)
+
+
+def test_client_level_dp_wraps_fedavg_and_accounts_each_round(store: Path, tmp_path: Path) -> None:
+    from fedgan.federation.server_app import ClientDP
+    from fedgan.training.privacy import epsilon
+
+    with pytest.raises(FedGANError, match="needs --weighting unweighted"):
+        federate(store, tmp_path / "x", clients=2, rounds=1, model_config=TINY, train_config=LOCAL, client_dp=ClientDP(1.0, 1.0))
+    run = federate(store, tmp_path / "cdp", clients=2, partition_kind="iid", rounds=1, model_config=TINY, train_config=LOCAL,
+                   weighting="unweighted", client_dp=ClientDP(noise=2.0, clip=0.5))
+    aggregate = next(r for r in lines(run) if r.get("aggregate"))
+    assert aggregate["clients"] == 2 and aggregate["client_epsilon"] == pytest.approx(epsilon([(2.0, 1.0, 1)], LOCAL.dp_delta), abs=1e-3)
+    assert read_config(run)["config"]["client-dp"] == {"noise": 2.0, "clip": 0.5}

@@ -51,7 +51,7 @@ def test_report_of_an_evaluated_centralised_run(fundus_set: Path, tmp_path: Path
     parser = Tags()
     parser.feed(page)
     assert parser.open == []
-    assert parser.headings == ["Metrics", "Losses", "Samples", "Timings and communication", "Configuration and data"]
+    assert parser.headings == ["Metrics", "Privacy", "Losses", "Samples", "Timings and communication", "Configuration and data"]
     assert f"{result['fidelity']['fd']['value']:.4g}" in page
     assert "an unconditional generator&#x27;s images carry no grade" in page  # TSTR marked not applicable, with why
     assert result["evaluator_sha256"][:12] in page

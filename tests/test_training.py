@@ -12,6 +12,7 @@ import torch
 
 from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
+from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
@@ -161,3 +162,36 @@ def test_train_and_resume_from_the_command_line(fundus_store: Path, tmp_path: Pa
     assert "trained to epoch 2" in result.stdout
     again = subprocess.run([*base, "--store", str(fundus_store), "--out", str(tmp_path / "r"), *tiny], capture_output=True, text=True)
     assert again.returncode == 1 and "--resume" in again.stderr
+
+
+GROUPED = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, norm="group")
+
+
+def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_with_it(tmp_path: Path, fundus_store: Path) -> None:
+    from opacus.accountants import RDPAccountant
+
+    from fedgan.training.privacy import epsilon
+
+    config = TrainConfig(epochs=2, batch_size=4, dp_epsilon=4.0, dp_delta=1e-3)
+    straight = train_centralised(fundus_store, tmp_path / "a", model_config=GROUPED, train_config=config, progress=False)
+    images = len(Store(fundus_store).labels("train"))
+    steps = 2 * (images // 4)
+    assert straight.private.history() == [(straight.private.noise, 4 / images, steps)]  # every D update counted, nothing else
+    reference = RDPAccountant()  # Opacus's own accountant, stepped once per update
+    for _ in range(steps):
+        reference.step(noise_multiplier=straight.private.noise, sample_rate=4 / images)
+    assert straight.private.epsilon() == pytest.approx(reference.get_epsilon(1e-3), rel=1e-9)
+    assert straight.private.epsilon() == pytest.approx(4.0, abs=0.05)  # the noise was calibrated to the target
+    lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["epsilon"] == pytest.approx(straight.private.epsilon(), abs=1e-3) and lines[0]["epsilon"] < lines[-1]["epsilon"]
+
+    train_centralised(fundus_store, tmp_path / "b", model_config=GROUPED, train_config=config, progress=False, stop_after_epochs=1)
+    resumed = resume_centralised(tmp_path / "b", progress=False)
+    assert resumed.private.history() == straight.private.history()
+    assert epsilon(resumed.private.history(), 1e-3) == straight.private.epsilon()
+
+
+def test_dp_refuses_batch_norm_with_a_clear_error(tmp_path: Path, fundus_store: Path) -> None:
+    with pytest.raises(FedGANError, match="use --norm group"):
+        train_centralised(fundus_store, tmp_path / "r", model_config=GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8),
+                          train_config=TrainConfig(epochs=1, batch_size=4, dp_noise=1.0), progress=False)

@@ -23,6 +23,7 @@ typical flow:
   fedgan train --store stores/fundus --out runs/central --epochs 5
   fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5
   fedgan evaluate runs/fed5 --real stores/fundus && fedgan report runs/fed5
+  fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
   fedgan sweep --store stores/fundus --clients 3,5,7,10 --out runs/sweep
   fedgan demo                                             # all of the above on embedded data
 
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FedAvg weights: by images (default) or the paper's unweighted mean")
     group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
     group.add_argument("--client-cpus", type=int, default=0, help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)")
+    group = federate.add_argument_group("client-level differential privacy (hides each hospital's whole update)")
+    group.add_argument("--client-dp-noise", type=float, help="noise multiplier of Flower's server-side clipping wrapper (needs --weighting unweighted)")
+    group.add_argument("--client-dp-clip", type=float, default=1.0, help="L2 bound of each hospital's update (default: 1.0)")
     group = federate.add_argument_group("secure aggregation")
     group.add_argument("--secagg", action="store_true",
                        help="aggregate with Flower's SecAgg+: the server only sees the sum of the hospitals' masked updates")
@@ -277,6 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--inception-weights", type=Path, metavar="PATH",
                           help="TorchScript Inception-v3 (NVIDIA's inception-2015-12-05.pt) for the standard FID too; never downloaded")
     _add_common(evaluate)
+
+    audit = _command(
+        sub, "audit", "membership-inference and memorisation audit of a run's generator and discriminator",
+        """
+        Attacks RUN's latest checkpoint as an outsider would: GAN-Leaks (black-box: distance of a
+        real image to the closest of --samples generated ones, calibrated with --reference, a
+        run trained on other data) and LOGAN (white-box: the discriminator's score, which FedAvg
+        ships to every hospital). Members are images the GAN trained on, non-members images of
+        the same kind it never saw (STORE means its train split, STORE:heldout its held-out
+        split). Reports ROC AUC and TPR at 1 % FPR with 95 % intervals, and memorisation
+        (distance of generated images to the closest training image vs held-out images'), into
+        RUN/eval/privacy.json; `fedgan report RUN` shows it with the closest pairs.
+        """,
+        """
+        fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
+        fedgan audit runs/fed5 --members stores/fundus --non-members stores/other --reference runs/other-gan
+        """,
+    )
+    audit.add_argument("run", type=Path, help="run folder (or checkpoint) to audit")
+    audit.add_argument("--members", type=Path, required=True, help="STORE[:train|:heldout] whose images the GAN trained on")
+    audit.add_argument("--non-members", type=Path, required=True, help="STORE[:train|:heldout] of images it never saw")
+    audit.add_argument("--reference", type=Path, help="a run trained on other data, to calibrate GAN-Leaks")
+    audit.add_argument("--samples", type=int, default=1000, help="generated images the black-box attack compares with (default: 1000)")
+    _add_common(audit)
 
     report = _command(
         sub, "report", "write RUN/report.html: losses, samples, metrics, timings in one file",
@@ -353,6 +381,11 @@ def _add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 2e-4)")
     group.add_argument("--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)")
     group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
+    group = parser.add_argument_group("differential privacy (DP-SGD on the discriminator; needs --norm group)")
+    group.add_argument("--dp-epsilon", type=float, help="target epsilon over the whole run; sets the noise (default: off)")
+    group.add_argument("--dp-noise", type=float, help="noise multiplier instead of a target epsilon (default: off)")
+    group.add_argument("--dp-clip", type=float, help="per-sample gradient norm bound (default: 1.0)")
+    group.add_argument("--dp-delta", type=float, help="delta of the guarantee, below 1/images (default: 1e-5)")
     group = parser.add_argument_group("model")
     group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
     group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
@@ -476,6 +509,7 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_federate(args: argparse.Namespace) -> None:
     from fedgan.federation.secure import SecAggSettings
+    from fedgan.federation.server_app import ClientDP
     from fedgan.federation.simulate import completed_rounds, federate, resume_federation
 
     if args.device not in ("auto", "cpu"):
@@ -491,7 +525,8 @@ def run_federate(args: argparse.Namespace) -> None:
         run = federate(args.store, args.out, clients=args.clients, partition_kind=args.partition, rounds=args.rounds or 2,
                        model_config=model, train_config=train, conditional=args.conditional, init=args.init, alpha=args.alpha,
                        fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful,
-                       client_cpus=args.client_cpus, secagg=SecAggSettings(clip=args.secagg_clip) if args.secagg else None)
+                       client_cpus=args.client_cpus, secagg=SecAggSettings(clip=args.secagg_clip) if args.secagg else None,
+                       client_dp=ClientDP(args.client_dp_noise, args.client_dp_clip) if args.client_dp_noise is not None else None)
     print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 
@@ -514,6 +549,20 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if "fid" in result:
         print(f"  FID (Inception): {result['fid']['value']:.4g}")
     print(f"metrics in {Path(args.run) / 'eval' / 'metrics.json'}; `fedgan report {args.run}` shows them with the run")
+
+
+def run_audit(args: argparse.Namespace) -> None:
+    from fedgan.evaluation.privacy import audit
+
+    result = audit(args.run, args.members, args.non_members, samples=args.samples, reference=args.reference, seed=args.seed)
+    for name, title in (("gan_leaks", "GAN-Leaks (black-box)"), ("logan", "LOGAN (white-box, discriminator)")):
+        auc, tpr = result[name]["auc"], result[name]["tpr_at_1pct_fpr"]
+        print(f"{title:<34} AUC {auc['value']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]  "
+              f"TPR at 1% FPR {tpr['value']:.3f} [{tpr['low']:.3f}, {tpr['high']:.3f}]")
+    memo = result["memorisation"]
+    print(f"memorisation: generated-to-train median distance {memo['generated_to_train']['median']:.3g} vs held-out-to-train "
+          f"{memo['heldout_to_train']['median']:.3g} (ratio {memo['ratio_of_medians']:.2f}; well below 1 means copies)")
+    print(f"audit in {Path(args.run) / 'eval' / 'privacy.json'}")
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -555,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):  # Flower logs every round at INFO and resets its level when it starts
         logging.getLogger("flwr").addFilter(lambda record: record.levelno >= logging.WARNING)
     handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate,
-                "evaluate": run_evaluate, "report": run_report, "sweep": run_sweep, "demo": run_demo}
+                "evaluate": run_evaluate, "audit": run_audit, "report": run_report, "sweep": run_sweep, "demo": run_demo}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

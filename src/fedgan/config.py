@@ -82,6 +82,16 @@ class TrainConfig:
     d_steps: int = 1  # discriminator updates per generator update
     seed: int = 0  # initial weights, data order and noise all follow from it
     sample_count: int = 64  # images in each fixed-noise sample grid
+    # Differential privacy of the discriminator (DP-SGD, see fedgan.training.privacy): off unless
+    # a target epsilon or a noise multiplier is given.
+    dp_epsilon: float = 0.0  # target epsilon over the whole run; sets the noise multiplier
+    dp_noise: float = 0.0  # noise multiplier, when no target epsilon is given
+    dp_clip: float = 1.0  # per-sample gradient norm bound
+    dp_delta: float = 1e-5  # delta of the (epsilon, delta) guarantee; below 1/N for N images
+
+    @property
+    def private(self) -> bool:
+        return self.dp_epsilon > 0 or self.dp_noise > 0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.d_steps < 1:
@@ -90,6 +100,8 @@ class TrainConfig:
             raise FedGANError(f"real-label must be in (0.5, 1], got {self.real_label}")
         if min(self.lr_generator, self.lr_discriminator) <= 0:
             raise FedGANError("learning rates must be > 0")
+        if min(self.dp_epsilon, self.dp_noise) < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
+            raise FedGANError("need dp-epsilon >= 0, dp-noise >= 0, dp-clip > 0 and 0 < dp-delta < 1")
 
 
 def to_kebab(name: str) -> str:

@@ -4,7 +4,8 @@ What is compared with what:
 - generated images: `count` samples from the latest checkpoint (conditional: grades drawn with
   the real training split's grade frequencies), noise from the seed;
 - fidelity: against the store's `train` split (the distribution the GAN was asked to learn), in
-  the fixed evaluator's feature space, with 95 % intervals; per grade when conditional;
+  the fixed evaluator's feature space, as the mean over 10 generated sets with a 95 % interval
+  (see `over_draws`); per grade (first set) when conditional;
 - the paper's realism score: mean sigmoid output of a *reference* discriminator (`--reference`
   checkpoint, the same for every model compared; the sweep uses its centralised baseline) on
   the generated images. Without one it is left out rather than computed with the run's own D;
@@ -29,7 +30,7 @@ from fedgan.config import NUM_GRADES
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluator import heldout_halves, load_evaluator, real_baseline, score
-from fedgan.evaluation.fidelity import DRAWS, SHARE, bootstrap, fd, fidelity, prdc
+from fedgan.evaluation.fidelity import DRAWS, fd, fidelity, over_draws, prdc
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.inception import inception_features, load_inception
 from fedgan.training.checkpoint import read_checkpoint, restore_state
@@ -88,14 +89,16 @@ def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, refer
     evaluator = load_evaluator(real_store)
     real_images, real_labels = store.load("train")
     frequencies = np.bincount(real_labels[real_labels >= 0], minlength=NUM_GRADES) if config.conditional else None
-    images, labels = sample(state, count or len(real_images), None if frequencies is None else frequencies / frequencies.sum(), seed)
+    grade_frequencies = None if frequencies is None else frequencies / frequencies.sum()
+    images, labels = sample(state, count or len(real_images), grade_frequencies, seed)
     real_features, fake_features = evaluator.embed(real_images), evaluator.embed(images)
+    redrawn = [evaluator.embed(sample(state, len(images), grade_frequencies, seed + draw)[0]) for draw in range(1, DRAWS)]
     baseline = real_baseline(real_store, evaluator)
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()), "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
         "real_store": str(store.path.resolve()), "evaluator_sha256": evaluator.sha256, "seed": seed,
         "counts": {"real": len(real_images), "generated": len(images)},
-        "fidelity": bootstrap(fidelity, real_features, fake_features, seed=seed), "intervals": {"draws": DRAWS, "share": SHARE},
+        "fidelity": over_draws(fidelity, real_features, [fake_features, *redrawn]), "intervals": {"draws": DRAWS},
         "utility": {"real_trained": baseline["real_trained"], "evaluator": baseline["evaluator"], "test_images": baseline["test_images"]},
     }
     if labels is not None:

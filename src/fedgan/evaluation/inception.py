@@ -12,6 +12,7 @@ ImageNet; the domain evaluator's metrics stay the primary ones.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ def load_inception(path: Path) -> tuple[torch.jit.ScriptModule, str]:
         raise FedGANError(f"{path}: Inception weights file not found (FedGAN does not download it)")
     data = path.read_bytes()
     try:
-        model = torch.jit.load(path, map_location="cpu").eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format the reference weights ship in
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(path, map_location="cpu").eval()
     except (RuntimeError, ValueError) as exc:
         raise FedGANError(f"{path}: not a TorchScript Inception file ({str(exc).splitlines()[0][:100]})") from None
     return model, hashlib.sha256(data).hexdigest()

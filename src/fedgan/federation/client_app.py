@@ -39,6 +39,8 @@ from fedgan.federation.weights import flat_weights, global_weights, load_global_
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import GANState, make_optimisers, noise_generator, train_epoch
+from fedgan.training.privacy import attach_privacy
+from fedgan.training.run import private_steps_per_epoch
 
 app = ClientApp()
 
@@ -88,9 +90,15 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
     opt_generator, opt_discriminator = make_optimisers(generator, discriminator, local)  # fresh Adam each round, as the paper
     state = GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(local.seed))
     load_global_weights(state, start)
+    per_round = train_config.epochs * private_steps_per_epoch(train_config, len(images))
+    attach_privacy(state, train_config, len(images), int(config.get(keys.ROUNDS, 1)) * per_round)  # fresh each round: the server keeps the history
     history = []
-    for _ in range(train_config.epochs):
-        history += train_epoch(state, images, labels, local)
+    try:
+        for _ in range(train_config.epochs):
+            history += train_epoch(state, images, labels, local)
+    finally:
+        if state.private:
+            state.private.close()  # the cached networks must not keep this round's hooks
     d_loss = float(np.mean([s.d_loss for s in history])) if history else math.nan
     g_loss = float(np.mean([s.g_loss for s in history])) if history else math.nan
     if not (history and all(s.finite() for s in history)):
@@ -100,6 +108,8 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
         keys.D_LOSS: d_loss, keys.G_LOSS: g_loss, keys.STEPS: len(history), keys.SECONDS: time.perf_counter() - started,
         **{keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)},
     }
+    if state.private:
+        metrics |= {keys.DP_NOISE: state.private.noise, keys.DP_RATE: state.private.rate, keys.DP_STEPS: len(history) * train_config.d_steps}
     return global_weights(state), metrics
 
 

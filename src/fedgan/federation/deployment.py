@@ -60,19 +60,19 @@ def sections(run_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings, OrderedDict[str, torch.Tensor], int]:
-    """Settings, starting weights and rounds already done, from the run config and any existing run."""
+def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings, OrderedDict[str, torch.Tensor], int, dict[str, Any]]:
+    """Settings, starting weights, rounds already done and DP histories, from the run config and any existing run."""
     config = sections(run_config)
     fed = config["federation"]
     run = Path(str(fed["run-dir"])).resolve()
     model_config = from_dict(GANConfig, config["model"])
     train_config = from_dict(TrainConfig, config["train"])
     secagg = SecAggSettings(clip=float(fed["secagg-clip"]), max_weight=float(fed["secagg-max-weight"])) if fed["secagg"] else None
-    start_round = 0
+    start_round, privacy = 0, {}
     if (run / "checkpoints" / "latest").exists():
         data = read_checkpoint(run)
         state, train_config = restore_state(data, torch.device("cpu"))
-        model_config, start_round = state.model_config, int(data["extra"]["round"])
+        model_config, start_round, privacy = state.model_config, int(data["extra"]["round"]), data["extra"].get("privacy", {})
         log.info("%s holds a run: resuming after round %d", run, start_round)
     else:
         state = new_state(model_config, train_config, torch.device("cpu"))
@@ -84,7 +84,7 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
     settings = FederationSettings(None, run, int(fed["hospitals"]), OWN_STORES, int(fed["rounds"]), model_config, train_config,
                                   fraction=float(fed["fraction"]), weighting=str(fed["weighting"]),
                                   min_successful=int(fed["min-successful"]), secagg=secagg)
-    return settings, global_weights(state), start_round
+    return settings, global_weights(state), start_round, privacy
 
 
 def hospital_sizes(grid: Grid, hospitals: int, timeout: float = 600.0) -> list[int]:
@@ -104,7 +104,7 @@ def hospital_sizes(grid: Grid, hospitals: int, timeout: float = 600.0) -> list[i
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    settings, initial, start_round = deployment_settings(dict(context.run_config))
+    settings, initial, start_round, privacy = deployment_settings(dict(context.run_config))
     if start_round >= settings.rounds:
         log.warning("%s already completed %d of %d rounds; raise federation.rounds to continue", settings.run, start_round, settings.rounds)
         return
@@ -113,4 +113,4 @@ def main(grid: Grid, context: Context) -> None:
         weight = float(max(sizes)) if settings.weighting == "examples" else 1.0
         settings = dataclasses.replace(settings, secagg=dataclasses.replace(settings.secagg, max_weight=weight))
         log.info("SecAgg+: hospitals hold %s training images; max-weight %g", sizes, weight)
-    run_rounds(grid, context, settings, initial, start_round)
+    run_rounds(grid, context, settings, initial, start_round, privacy)

@@ -17,6 +17,7 @@ TRAIN_CONFIG = "train-config"  # JSON of TrainConfig; `epochs` is the local epoc
 WEIGHTING = "weighting"  # examples | unweighted (SecAgg+: the client applies the weight itself)
 SECAGG_CLIP = "secagg-clip"  # SecAgg+: updates are clipped to +-this before quantisation
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # SecAgg+: the largest weight a hospital may send
+ROUNDS = "rounds"  # total rounds of the run: a DP target epsilon is spread over all of them
 THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
 
 # MetricRecord entries (client -> server)
@@ -28,6 +29,9 @@ G_LOSS = "g-loss"
 SECONDS = "seconds"
 STEPS = "steps"
 GRADE_COUNT = "grade-{}"  # images of grade 0-4 this hospital trained on (unlabelled: all zero); scalars, as SecAgg+ needs
+DP_NOISE = "dp-noise"  # DP-SGD: this hospital's noise multiplier, sampling rate and private steps this round
+DP_RATE = "dp-rate"
+DP_STEPS = "dp-steps"
 CLIPPED = "clipped"  # SecAgg+: share of update values clipped to the range
 LARGEST_UPDATE = "largest-update"  # SecAgg+: largest absolute update value before clipping
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 
 from fedgan.config import NUM_GRADES, TrainConfig
 from fedgan.federation import keys
@@ -33,9 +33,20 @@ from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import save_checkpoint
 from fedgan.training.loop import new_state
+from fedgan.training.privacy import History, epsilon
 from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientDP:
+    """Client-level DP (Flower's server-side fixed clipping): each hospital's whole update is
+    clipped to `clip` (L2 over both networks) and the mean gets Gaussian noise of `noise x clip /
+    hospitals`. Protects whether a hospital took part, not single patients (see README)."""
+
+    noise: float
+    clip: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +64,13 @@ class FederationSettings:
     min_successful: int = 1  # a round fails if fewer hospitals return usable models
     client_cpus: int = 0  # simulation: CPU cores per virtual hospital (0: unset, deployment)
     secagg: SecAggSettings | None = None  # None: plain FedAvg, the server sees each hospital's model
+    client_dp: ClientDP | None = None
 
     def round_config(self) -> ConfigRecord:
         return ConfigRecord({
             keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients, keys.ALPHA: self.alpha, keys.WEIGHTING: self.weighting,
             keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
-            keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
+            keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)), keys.ROUNDS: self.rounds,
             **({keys.STORE: str(self.store.resolve())} if self.store else {}),
             **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
             **({keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight} if self.secagg else {}),
@@ -68,9 +80,10 @@ class FederationSettings:
 class RoundRecorder:
     """Writes metrics.jsonl lines, per-round checkpoints and sample grids into the run folder."""
 
-    def __init__(self, settings: FederationSettings, start_round: int) -> None:
+    def __init__(self, settings: FederationSettings, start_round: int, privacy: dict[str, History] | None = None) -> None:
         self.settings = settings
         self.start_round = start_round
+        self.privacy: dict[str, History] = {k: [tuple(h) for h in v] for k, v in (privacy or {}).items()}  # per hospital, across rounds
         self.round_started = time.perf_counter()
         self.state = new_state(settings.model_config, settings.train_config, torch.device("cpu"))
         self.pending: dict[str, Any] = {}
@@ -87,6 +100,10 @@ class RoundRecorder:
                     "examples": int(m[keys.NUM_EXAMPLES]), "steps": int(m[keys.STEPS]), "d_loss": m[keys.D_LOSS],
                     "g_loss": m[keys.G_LOSS], "seconds": round(float(m[keys.SECONDS]), 3), "grades": [int(m[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)],
                     "bytes_received": bytes_received, "bytes_sent": bytes_sent}
+            if keys.DP_STEPS in m:  # each hospital's epsilon over every round it took part in
+                spent = self.privacy.setdefault(str(m[keys.PARTITION_ID]), [])
+                spent.append((float(m[keys.DP_NOISE]), float(m[keys.DP_RATE]), int(m[keys.DP_STEPS])))
+                line["epsilon"] = round(epsilon(spent, self.settings.train_config.dp_delta), 4)
             if keys.CLIPPED in m:
                 line |= {"clipped": m[keys.CLIPPED], "largest_update": m[keys.LARGEST_UPDATE]}
                 if m[keys.CLIPPED]:
@@ -96,9 +113,13 @@ class RoundRecorder:
         for node, reason in failed:
             log.warning("round %d: hospital on node %s left out: %s", global_round, node, reason)
             self.write({"round": global_round, "node": node, "failed": reason})
-        self.pending = {"clients": len(valid), "failed": len(failed),
+        spent = [epsilon(h, self.settings.train_config.dp_delta) for h in self.privacy.values()]
+        self.pending = {"clients": len(valid), "failed": len(failed), **({"epsilon": round(max(spent), 4)} if spent else {}),
                         "d_loss": float(np.mean([m[keys.D_LOSS] for _, m in valid])) if valid else None,
                         "g_loss": float(np.mean([m[keys.G_LOSS] for _, m in valid])) if valid else None}
+        if self.settings.client_dp:  # every round is one Gaussian mechanism over all hospitals (no sampling amplification)
+            client_dp, delta = self.settings.client_dp, self.settings.train_config.dp_delta
+            self.pending["client_epsilon"] = round(epsilon([(client_dp.noise, 1.0, global_round)], delta), 4)
 
     def end_round(self, server_round: int, weights: Mapping[str, torch.Tensor]) -> None:
         """Called with the initial model (round 0) and after each round."""
@@ -111,7 +132,8 @@ class RoundRecorder:
         save_samples(self.state, self.settings.run / "samples" / f"round-{global_round:04d}.png",
                      self.settings.train_config.sample_count, self.settings.train_config.seed)
         save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", f"round-{global_round:04d}",
-                        extra={"round": global_round, "rounds": self.settings.rounds})
+                        extra={"round": global_round, "rounds": self.settings.rounds,
+                               "privacy": {k: [list(h) for h in v] for k, v in self.privacy.items()}})
         seconds = time.perf_counter() - self.round_started
         self.write({"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending})
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
@@ -149,9 +171,11 @@ class GANFedAvg(FedAvg):
         return super().aggregate_train(server_round, valid)
 
 
-def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> None:
-    """The ServerApp's work: rounds start_round+1 .. settings.rounds, with or without SecAgg+."""
-    recorder = RoundRecorder(settings, start_round)
+def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
+               privacy: dict[str, History] | None = None) -> None:
+    """The ServerApp's work: rounds start_round+1 .. settings.rounds, with or without SecAgg+;
+    `privacy` is each hospital's DP history from the rounds before a resume."""
+    recorder = RoundRecorder(settings, start_round, privacy)
     if settings.secagg:
         run_secure(grid, context, settings, recorder, initial)
         return
@@ -160,16 +184,22 @@ def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initi
         recorder.end_round(server_round, arrays.to_torch_state_dict())
         return None
 
-    GANFedAvg(settings, recorder).start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=settings.rounds - start_round,
-                                       train_config=settings.round_config(), evaluate_fn=evaluate)
+    strategy: Strategy = GANFedAvg(settings, recorder)
+    if settings.client_dp:
+        strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=settings.client_dp.noise,
+                                                             clipping_norm=settings.client_dp.clip,
+                                                             num_sampled_clients=max(1, round(settings.fraction * settings.clients)))
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=settings.rounds - start_round,
+                   train_config=settings.round_config(), evaluate_fn=evaluate)
 
 
-def make_server_app(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> ServerApp:
+def make_server_app(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
+                    privacy: dict[str, History] | None = None) -> ServerApp:
     """A ServerApp bound to one run's settings (the simulation engine runs it in this process)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_rounds(grid, context, settings, initial, start_round)
+        run_rounds(grid, context, settings, initial, start_round, privacy)
 
     return app

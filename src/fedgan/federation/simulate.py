@@ -26,13 +26,14 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation.keys import WEIGHTINGS
 from fedgan.federation.secure import SecAggSettings
-from fedgan.federation.server_app import FederationSettings, make_server_app
+from fedgan.federation.server_app import ClientDP, FederationSettings, make_server_app
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.parallel import default_workers
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
+from fedgan.training.privacy import History
 from fedgan.training.run import model_config_for
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK"
                       "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0"}
 
 
-def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int) -> None:
+def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
+               privacy: dict[str, History] | None = None) -> None:
     os.environ.update(FLOWER_ENVIRONMENT)
     from flwr.simulation import run_simulation
 
@@ -53,7 +55,7 @@ def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Ten
     reason = "the simulation engine stopped early (see the log above)"
     try:
         run_simulation(
-            server_app=make_server_app(settings, initial, start_round),
+            server_app=make_server_app(settings, initial, start_round, privacy),
             client_app=client_app,
             num_supernodes=settings.clients,
             backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
@@ -98,6 +100,7 @@ def federate(
     min_successful: int = 1,
     client_cpus: int = 0,
     secagg: SecAggSettings | None = None,
+    client_dp: ClientDP | None = None,
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
@@ -105,11 +108,14 @@ def federate(
     hospital all cores, so hospitals train one after another at full speed: on a small machine
     that beats running them side by side, where an odd number of hospitals leaves cores idle.
     `secagg` (e.g. `SecAggSettings()`) aggregates with SecAgg+; its max-weight is set here.
+    `client_dp` adds client-level DP (Flower's server-side clipping wrapper; unweighted only).
     """
     if (run / "checkpoints").exists():
         raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
     if weighting not in WEIGHTINGS:
         raise FedGANError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if client_dp and (weighting != "unweighted" or secagg):
+        raise FedGANError("client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with --secagg")
     if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients:
         raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
     store = Store(store_path)
@@ -117,7 +123,7 @@ def federate(
     settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
                                   min_successful, client_cpus)
     sizes = check_partition(store, settings)
-    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes))
+    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes), client_dp=client_dp)
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
@@ -127,6 +133,7 @@ def federate(
                        "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus,
                        "init": str(init) if init else ""},
         **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
+        **({"client-dp": to_dict(client_dp)} if client_dp else {}),
         "model": to_dict(config), "train": to_dict(train_config)})
     run_engine(settings, global_weights(state), 0)
     return run
@@ -145,9 +152,10 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
     settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
                                   state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
                                   str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]),
-                                  from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None)
+                                  from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None,
+                                  from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None)
     log.info("resuming %s after round %d of %d", run, done, total)
-    run_engine(settings, global_weights(state), done)
+    run_engine(settings, global_weights(state), done, data["extra"].get("privacy"))
     return run
 
 

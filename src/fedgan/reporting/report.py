@@ -22,8 +22,14 @@ import matplotlib
 matplotlib.use("Agg")  # no display: reports are built on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from fedgan.atomic import write_text_atomic  # noqa: E402
 from fedgan.errors import FedGANError  # noqa: E402
+from fedgan.evaluation.privacy import PAIRS_FILE  # noqa: E402
+from fedgan.training.samples import image_grid  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.45; }
@@ -113,7 +119,8 @@ def grids(run: Path, most: int = 6) -> str:
     files = sorted((run / "samples").glob("*.png"))
     if not files:
         return '<p class="muted">No sample grids in this run.</p>'
-    picked = sorted({files[round(i * (len(files) - 1) / max(most - 1, 1))] for i in range(min(most, len(files)))})
+    count = min(most, len(files))  # evenly spaced over the run, first and last included
+    picked = sorted({files[round(i * (len(files) - 1) / max(count - 1, 1))] for i in range(count)})
     small = "".join(f"<figure>{img(base64.b64encode(f.read_bytes()).decode(), f.stem, 170)}<figcaption>{f.stem}</figcaption></figure>"
                     for f in picked[:-1])
     final = files[-1]
@@ -138,13 +145,15 @@ def timings(lines: list[dict[str, Any]]) -> str:
         received = sum(r.get("bytes_received", 0) for r in lines if "client" in r)
         failed = sum(r.get("failed", 0) for r in aggregates)
         rows = [["rounds", len(aggregates)], ["seconds per round (mean)", fmt(sum(r["seconds"] for r in aggregates) / len(aggregates))],
+                *([["DP epsilon spent (largest over hospitals)", fmt(aggregates[-1]["epsilon"])]] if "epsilon" in aggregates[-1] else []),
                 ["seconds in total", fmt(sum(r["seconds"] for r in aggregates))], ["hospital replies left out", failed],
                 ["MB sent by hospitals", fmt(sent / 1e6)], ["MB received by hospitals", fmt(received / 1e6)]]
         return table(["", "value"], rows)
     if lines:
         rate = [r["images_per_s"] for r in lines if "images_per_s" in r]
         return table(["", "value"], [["epochs", lines[-1]["epoch"]], ["steps", lines[-1]["step"]],
-                                     ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"]])
+                                     ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"],
+                                     *([["DP epsilon spent", fmt(lines[-1]["epsilon"])]] if "epsilon" in lines[-1] else [])])
     return '<p class="muted">No metrics recorded.</p>'
 
 
@@ -156,8 +165,8 @@ def metrics_section(run: Path) -> str:
     fidelity = result["fidelity"]
     out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, in the feature "
            f"space of the fixed evaluator <code>{result['evaluator_sha256'][:12]}</code> (a grade classifier trained on held-out "
-           f"real images no GAN saw); 95 % intervals from {result['intervals']['draws']} random subsets of "
-           f"{result['intervals']['share']:.0%} of each set.</p>",
+           f"real images no GAN saw). Each value is the mean over {result['intervals']['draws']} independently generated sets "
+           "of that size, with the 95 % interval of their spread.</p>",
            table(["metric", "value", "95 % interval", "meaning"],
                  [[name, fmt(v["value"]), f"{fmt(v['low'])} – {fmt(v['high'])}", METRIC_NOTES.get(name, "")] for name, v in fidelity.items()])]
     if result.get("fidelity_per_grade"):
@@ -180,6 +189,34 @@ def metrics_section(run: Path) -> str:
             ["the evaluator itself", fmt(utility["evaluator"]["accuracy"]), fmt(utility["evaluator"]["kappa"])]]
     out.append(f"<h3>Utility: train a grader, test on {utility['test_images']} real held-out images</h3>"
                + table(["grader trained on", "accuracy", "quadratic weighted kappa"], rows))
+    return "".join(out)
+
+
+def privacy_section(run: Path) -> str:
+    path = run / "eval" / "privacy.json"
+    if not path.exists():
+        return f'<p class="muted">Not audited yet: <code>fedgan audit {html.escape(str(run))} --members STORE --non-members STORE:heldout</code>.</p>'
+    result = json.loads(path.read_text())
+    rows = []
+    for name, title in (("gan_leaks", "GAN-Leaks, black-box (generated samples)"), ("logan", "LOGAN, white-box (shipped discriminator)")):
+        auc, tpr = result[name]["auc"], result[name]["tpr_at_1pct_fpr"]
+        rows.append([title, f"{fmt(auc['value'])} ({fmt(auc['low'])} – {fmt(auc['high'])})",
+                     f"{fmt(tpr['value'])} ({fmt(tpr['low'])} – {fmt(tpr['high'])})", result[name]["members"]])
+    memo = result["memorisation"]
+    out = [f"<p>Membership inference: members from <code>{html.escape(result['members'])}</code>, non-members from "
+           f"<code>{html.escape(result['non_members'])}</code>. AUC 0.5 is chance; TPR at 1 % FPR is what an attacker "
+           "gets when false accusations must be rare.</p>",
+           table(["attack", "ROC AUC (95 %)", "TPR at 1 % FPR (95 %)", "images per side"], rows),
+           f"<p>Memorisation: median distance of a generated image to its closest training image "
+           f"{fmt(memo['generated_to_train']['median'])}, of a held-out real image {fmt(memo['heldout_to_train']['median'])} "
+           f"(ratio {fmt(memo['ratio_of_medians'])}; well below 1 would mean copies).</p>"]
+    pairs = run / "eval" / PAIRS_FILE
+    if pairs.exists():
+        data = np.load(pairs)
+        both = torch.from_numpy(np.concatenate([data["generated"], data["train"]]))
+        ok, encoded = cv2.imencode(".png", image_grid(both, columns=len(data["generated"])))
+        out.append("<h3>Closest generated (top) and training (bottom) pairs</h3>"
+                   + img(base64.b64encode(encoded.tobytes()).decode(), "closest pairs", 60 * len(data["generated"])))
     return "".join(out)
 
 
@@ -208,7 +245,7 @@ def build_report(run: Path) -> Path:
     parts = [f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
              f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
              f'command <code>{html.escape(str(meta.get("command", "")))}</code></p>',
-             "<h2>Metrics</h2>", metrics_section(run)]
+             "<h2>Metrics</h2>", metrics_section(run), "<h2>Privacy</h2>", privacy_section(run)]
     if lines:
         figure, caption = loss_figure(lines)
         parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']

@@ -47,6 +47,7 @@ def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any]
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
+        "privacy": {"noise": state.private.noise, "history": [list(h) for h in state.private.history()]} if state.private else None,
         "extra": extra or {},
     }
 

@@ -7,9 +7,11 @@ comes from (seed, epoch) and noise from a generator stored in the state, never f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 from fedgan.config import TrainConfig
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
 from fedgan.training.device import autocast
+
+if TYPE_CHECKING:  # opacus is imported only by runs that use it
+    from fedgan.training.privacy import PrivateDiscriminator
 
 
 @dataclasses.dataclass
@@ -30,6 +35,7 @@ class GANState:
     noise: torch.Generator  # draws every z and fake label, so resumed runs draw the same ones
     epoch: int = 0  # completed epochs
     step: int = 0  # completed generator updates
+    private: PrivateDiscriminator | None = None  # DP-SGD on the discriminator, when enabled
 
     @property
     def device(self) -> torch.device:
@@ -99,15 +105,21 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
             d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32))
             d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
             d_loss = d_loss_real + d_loss_fake
-        state.opt_discriminator.zero_grad(set_to_none=True)
-        d_loss.backward()
-        state.opt_discriminator.step()
+        if state.private:
+            state.private.optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            state.private.step()
+        else:
+            state.opt_discriminator.zero_grad(set_to_none=True)
+            d_loss.backward()
+            state.opt_discriminator.step()
     # update G: maximise log D(G(z)) (the non-saturating form), on the same fakes
-    with autocast(device):
-        g_logits = state.discriminator(fake, fake_labels)
-        g_loss = F.binary_cross_entropy_with_logits(g_logits.float(), torch.ones_like(g_logits, dtype=torch.float32))
-    state.opt_generator.zero_grad(set_to_none=True)
-    g_loss.backward()
+    with state.private.hooks_off() if state.private else contextlib.nullcontext():
+        with autocast(device):
+            g_logits = state.discriminator(fake, fake_labels)
+            g_loss = F.binary_cross_entropy_with_logits(g_logits.float(), torch.ones_like(g_logits, dtype=torch.float32))
+        state.opt_generator.zero_grad(set_to_none=True)
+        g_loss.backward()
     state.opt_generator.step()
     state.step += 1
     stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(), torch.sigmoid(fake_logits.detach().float()).mean()])

@@ -26,6 +26,7 @@ from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from fedgan.training.loop import GANState, Throughput, new_state, train_epoch
+from fedgan.training.privacy import attach_privacy
 from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def model_config_for(store: Store, base: GANConfig, conditional: bool) -> GANCon
     """Resolution and channels come from the store; the rest from the user's config."""
     channels, height, _ = store.image_shape
     return dataclasses.replace(base, resolution=height, channels=channels, num_classes=5 if conditional else 0)
+
+
+def private_steps_per_epoch(config: TrainConfig, dataset_size: int) -> int:
+    """Discriminator updates per epoch: what DP-SGD's budget is spread over."""
+    return dataset_size // min(config.batch_size, dataset_size) * config.d_steps
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -80,6 +86,7 @@ def train_centralised(
     if init is not None:
         fresh = init_from_checkpoint(state, init, train_config)
         log.info("initialised from %s%s", init, f" (new: {', '.join(fresh)})" if fresh else "")
+    attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)))
     run.mkdir(parents=True, exist_ok=True)
     write_run_record(run, seed=train_config.seed, stores={"train": store_path},
                      config={"model": to_dict(config), "train": to_dict(train_config), "init": {"checkpoint": str(init) if init else ""}})
@@ -96,6 +103,7 @@ def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.de
     store_path = Path(record["data"]["train"]["path"])
     store = Store(store_path)
     images, labels = load_training_data(store, state.model_config.conditional)
+    attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)), data.get("privacy"))
     truncate_metrics(run / "metrics.jsonl", state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
     return _train(state, train_config, images, labels, run, progress, None, store_path)
@@ -113,7 +121,10 @@ def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: t
                 raise FedGANError(f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
                                   f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)")
             rate = speed.add(batch)
-            metrics.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2)}) + "\n")
+            line = {"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2)}
+            if state.private:
+                line["epsilon"] = round(state.private.epsilon(), 4)
+            metrics.write(json.dumps(line) + "\n")
             bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
             bar.update()
 

@@ -1,0 +1,131 @@
+"""Sample-level differential privacy (DP-SGD) for the discriminator, with Opacus.
+
+Only the discriminator touches real images; the generator learns from the discriminator's
+verdicts alone, so it (and every image it makes) is post-processing of a DP discriminator and
+inherits its guarantee. Each discriminator update clips every sample's gradient to `dp_clip`
+and adds Gaussian noise of `dp_noise x dp_clip` (Opacus's `DPOptimizer`); the RDP accountant
+turns the (noise, sampling rate, steps) history into ε at `dp_delta`.
+
+Details that matter:
+- a sample's gradient is the sum over its real image and the fake paired with it (one backward
+  pass of both halves of the loss); clipping that pair bounds the real image's influence, so the
+  guarantee holds per real image;
+- per-sample hooks are switched off during the generator update, which back-propagates through
+  the discriminator but must neither count as a private step nor leave per-sample gradients;
+- batch norm mixes samples in a batch and is refused: DP needs `--norm group` (or none);
+- batches are shuffled, not Poisson-sampled; the accountant's sampling rate is batch/N, the
+  usual approximation (Opacus makes the same one without Poisson sampling);
+- the history is kept in every checkpoint, so ε continues across a resume.
+
+Opacus is imported inside the functions that need it: it costs about two seconds, which every
+run without DP (and every federated round's fresh client process) would otherwise pay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fedgan.config import TrainConfig
+from fedgan.errors import FedGANError
+from fedgan.models.dcgan import Discriminator
+
+if TYPE_CHECKING:
+    from fedgan.training.loop import GANState
+
+History = list[tuple[float, float, int]]  # (noise multiplier, sampling rate, steps), the accountant's own form
+
+
+def noise_for_target(config: TrainConfig, dataset_size: int, steps: int) -> float:
+    """The noise multiplier that spends exactly `dp_epsilon` at `dp_delta` over `steps` updates."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=config.dp_epsilon, target_delta=config.dp_delta,
+                                      sample_rate=sample_rate(config, dataset_size), steps=max(steps, 1), accountant="rdp"))
+
+
+def sample_rate(config: TrainConfig, dataset_size: int) -> float:
+    return min(config.batch_size, dataset_size) / dataset_size
+
+
+def epsilon(history: History, delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = list(history)
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": the bound is valid, only not the tightest
+        warnings.simplefilter("ignore", UserWarning)
+        return float(accountant.get_epsilon(delta)) if history else 0.0
+
+
+class PrivateDiscriminator:
+    """Opacus around one discriminator and its optimiser for one training run (or one round)."""
+
+    def __init__(self, discriminator: Discriminator, optimizer: torch.optim.Optimizer, config: TrainConfig, noise: float,
+                 dataset_size: int, history: History | None = None) -> None:
+        from opacus import GradSampleModule
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+        from opacus.validators import ModuleValidator
+
+        # Harmless: PyTorch notes that a backward hook fires although the discriminator's input
+        # (a real image) needs no gradient.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+        problems = ModuleValidator.validate(discriminator, strict=False)
+        if problems:
+            raise FedGANError(f"differential privacy cannot train this discriminator ({problems[0]}): use --norm group")
+        self.noise = noise
+        self.rate = sample_rate(config, dataset_size)
+        self.delta = config.dp_delta
+        self.hooks = GradSampleModule(discriminator, loss_reduction="mean")  # hooks live on the discriminator's layers
+        self.optimizer = DPOptimizer(optimizer, noise_multiplier=noise, max_grad_norm=config.dp_clip,
+                                     expected_batch_size=min(config.batch_size, dataset_size), loss_reduction="mean")
+        self.accountant = RDPAccountant()
+        self.accountant.history = list(history or [])
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.accountant.step(noise_multiplier=self.noise, sample_rate=self.rate)
+
+    @contextlib.contextmanager
+    def hooks_off(self) -> Iterator[None]:
+        """The generator's update: no per-sample gradients, no privacy step."""
+        self.hooks.disable_hooks()
+        try:
+            yield
+        finally:
+            self.hooks.enable_hooks()
+
+    def history(self) -> History:
+        return [tuple(entry) for entry in self.accountant.history]  # type: ignore[misc]
+
+    def epsilon(self) -> float:
+        return epsilon(self.history(), self.delta)
+
+    def close(self) -> None:
+        """Remove the hooks: the discriminator is a plain module again (for the next round's wrapper)."""
+        self.hooks._close()
+
+
+def attach_privacy(state: GANState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None) -> None:
+    """Make `state`'s discriminator updates DP-SGD when `config` asks for it.
+
+    `total_steps` is what the target epsilon is spread over; `saved` is a checkpoint's "privacy"
+    entry, whose noise and history a resumed run continues with.
+    """
+    if not config.private:
+        return
+    if saved:
+        noise, history = float(saved["noise"]), [tuple(h) for h in saved["history"]]
+    else:
+        noise, history = (config.dp_noise or noise_for_target(config, dataset_size, total_steps)), []
+    state.private = PrivateDiscriminator(state.discriminator, state.opt_discriminator, config, noise, dataset_size, history)
+
+
+def privacy_record(state: GANState) -> dict[str, Any] | None:
+    """What a checkpoint keeps so that epsilon continues across a resume."""
+    return {"noise": state.private.noise, "history": state.private.history()} if state.private else None
