@@ -63,7 +63,8 @@ def hospital_stores(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture
 def federation(tmp_path: Path, hospital_stores: list[Path]) -> Iterator[dict[str, str]]:
     """A SuperLink and three SuperNodes on 127.0.0.1 (insecure: loopback only); yields flwr's environment."""
-    env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(tmp_path / "flwr-home")}
+    # SuperLink and SuperNodes start their helpers (flower-superexec, flwr-clientapp) from PATH.
+    env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(tmp_path / "flwr-home"), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     link_port = free_port()
     (tmp_path / "flwr-home").mkdir()
     (tmp_path / "flwr-home" / "config.toml").write_text(
