@@ -12,7 +12,7 @@ import pytest
 from fedgan.cli import main
 
 COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"],
-            ["evaluate"], ["audit"], ["report"], ["sweep"], ["demo"]]
+            ["evaluate"], ["sample"], ["audit"], ["report"], ["sweep"], ["demo"]]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

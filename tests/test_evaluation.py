@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import small_store
-from fedgan.config import TrainConfig
+from fedgan.config import StoreConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
@@ -139,3 +139,20 @@ def test_standard_fid_with_user_supplied_weights_and_a_clear_error_without(eval_
     torch.jit.save(torch.jit.script(PoolStandIn()), tmp_path / "inception.pt")
     result = evaluate_run(tmp_path / "run", eval_store, count=20, inception_weights=tmp_path / "inception.pt")
     assert result["fid"]["value"] > 0 and len(result["fid"]["weights_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_sampled_synthetic_set_reads_back_as_eyepacs_with_its_grades(eval_store: Path, tmp_path: Path) -> None:
+    from fedgan.data.prepare import prepare_store
+    from fedgan.synthetic import write_synthetic_set
+
+    train_centralised(eval_store, tmp_path / "run", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), conditional=True,
+                      progress=False)
+    summary = write_synthetic_set(tmp_path / "run", tmp_path / "synthetic", count=25, grade_mix=(1, 0, 0, 0, 1), batch=10, progress=False)
+    assert sum(summary.per_grade.values()) == 25 and set(summary.per_grade) <= {0, 4}
+    assert (tmp_path / "synthetic" / "provenance.toml").is_file()
+    prepared = prepare_store(tmp_path / "synthetic", tmp_path / "store", store_config=StoreConfig(heldout_fraction=0), workers=1,
+                             progress=False)
+    assert prepared.layout == "eyepacs" and prepared.written["train"] == 25 and not prepared.skipped
+    labels = Store(tmp_path / "store").labels("train")
+    assert {int(g): int((labels == g).sum()) for g in np.unique(labels)} == summary.per_grade

@@ -24,6 +24,7 @@ typical flow:
   fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5
   fedgan evaluate runs/fed5 --real stores/fundus && fedgan report runs/fed5
   fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
+  fedgan sample runs/fed5 --count 5000 --out synthetic/fed5   # the dataset to publish
   fedgan sweep --store stores/fundus --clients 3,5,7,10 --out runs/sweep
   fedgan demo                                             # all of the above on embedded data
 
@@ -282,6 +283,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="TorchScript Inception-v3 (NVIDIA's inception-2015-12-05.pt) for the standard FID too; never downloaded")
     _add_common(evaluate)
 
+    sample = _command(
+        sub, "sample", "write a synthetic dataset from a run's generator (EyePACS layout when conditional)",
+        """
+        The dataset a federation publishes: --count images from RUN's latest checkpoint as
+        lossless PNGs in DIR/train/, with DIR/trainLabels.csv (image,level) when the generator is
+        grade-conditional, so DR pipelines and `fedgan prepare` read it as EyePACS; plus
+        DIR/provenance.toml (checkpoint, round, seed, versions). Audit a run (`fedgan audit`)
+        before publishing what it makes.
+        """,
+        """
+        fedgan sample runs/fed5 --count 5000 --out synthetic/fed5
+        fedgan sample runs/fed5 --count 1000 --out synthetic/fed5-severe --grade-mix 0,0,1,1,1
+        """,
+    )
+    sample.add_argument("run", type=Path, help="run folder (or checkpoint)")
+    sample.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    sample.add_argument("--count", type=int, required=True, help="images to generate")
+    sample.add_argument("--grade-mix", help="relative frequency of grades 0-4 for a conditional generator (default: balanced)")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    _add_common(sample)
+
     audit = _command(
         sub, "audit", "membership-inference and memorisation audit of a run's generator and discriminator",
         """
@@ -296,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         """,
         """
         fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
+  fedgan sample runs/fed5 --count 5000 --out synthetic/fed5   # the dataset to publish
         fedgan audit runs/fed5 --members stores/fundus --non-members stores/other --reference runs/other-gan
         """,
     )
@@ -551,6 +574,16 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(f"metrics in {Path(args.run) / 'eval' / 'metrics.json'}; `fedgan report {args.run}` shows them with the run")
 
 
+def run_sample(args: argparse.Namespace) -> None:
+    from fedgan.data.sources.synth_sets import parse_grade_mix
+    from fedgan.synthetic import write_synthetic_set
+
+    summary = write_synthetic_set(args.run, args.out, count=args.count, grade_mix=parse_grade_mix(args.grade_mix) if args.grade_mix else None,
+                                  seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+    grades = f" ({', '.join(f'grade {g}: {n}' for g, n in summary.per_grade.items())}, EyePACS layout)" if summary.per_grade else ""
+    print(f"wrote {summary.images} synthetic images to {summary.out}{grades}")
+
+
 def run_audit(args: argparse.Namespace) -> None:
     from fedgan.evaluation.privacy import audit
 
@@ -604,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):  # Flower logs every round at INFO and resets its level when it starts
         logging.getLogger("flwr").addFilter(lambda record: record.levelno >= logging.WARNING)
     handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate,
-                "evaluate": run_evaluate, "audit": run_audit, "report": run_report, "sweep": run_sweep, "demo": run_demo}
+                "evaluate": run_evaluate, "sample": run_sample, "audit": run_audit, "report": run_report, "sweep": run_sweep, "demo": run_demo}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

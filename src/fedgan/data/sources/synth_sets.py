@@ -9,9 +9,7 @@ Output folders are staged and renamed when complete (see `fedgan.atomic`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ from fedgan.atomic import staged_directory
 from fedgan.config import NUM_GRADES, SCREENING_GRADE_MIX
 from fedgan.data.sources.ct_synth import ct_dataset, render_ct_slice, sample_body
 from fedgan.data.sources.fundus_synth import render_fundus
+from fedgan.data.sources.tabular import EYEPACS, write_label_csv
 from fedgan.errors import FedGANError
 from fedgan.parallel import default_workers, ordered_map
 
@@ -104,11 +103,7 @@ def write_fundus_set(
         jobs = (_FundusJob(images, i, int(g), size, seed) for i, g in enumerate(grades))
         for _ in ordered_map(_write_fundus, jobs, total=count, workers=workers or default_workers(), description="fundus", progress=progress):
             pass
-        table = io.StringIO()
-        writer = csv.writer(table, lineterminator="\n")
-        writer.writerow(["image", "level"])
-        writer.writerows((eyepacs_id(i), int(g)) for i, g in enumerate(grades))
-        (staging / "trainLabels.csv").write_text(table.getvalue(), encoding="utf-8")
+        write_label_csv(staging, EYEPACS, [(eyepacs_id(i), int(g)) for i, g in enumerate(grades)])
     per_grade = dict(sorted(Counter(int(g) for g in grades).items()))
     return SynthSummary(Path(out), count, per_grade, time.perf_counter() - started)
 

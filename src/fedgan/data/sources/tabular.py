@@ -11,6 +11,7 @@ strict mode, upstream), and every image without a row is reported too.
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 from pathlib import Path
 
@@ -124,3 +125,14 @@ def read_csv_layout(root: Path, layout: CsvLayout, labels_csv: Path | None = Non
     skipped += [Skip(str(path), f"no row in {labels_path.name}", "no label row") for image_id, path in images.items() if image_id not in labels and image_id not in rejected]
     items.sort(key=lambda item: item.item_id)
     return Discovery(layout.name, items, skipped)
+
+
+def write_label_csv(folder: Path, layout: CsvLayout, rows: list[tuple[str, int]]) -> Path:
+    """`folder/<layout's CSV>` with (id, grade) rows: what our generators and `fedgan sample` write."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow([layout.id_column, layout.label_column])
+    writer.writerows(rows)
+    path = Path(folder) / layout.labels_file
+    path.write_text(table.getvalue(), encoding="utf-8")
+    return path
