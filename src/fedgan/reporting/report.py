@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: reports are built on servers
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -112,6 +113,7 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
     axes[0].legend(fontsize=7, ncol=2)
     for ax in axes:
         ax.grid(alpha=.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and steps are whole numbers
     return png(fig), caption
 
 
