@@ -99,7 +99,8 @@ def test_evaluator_sanity_real_vs_real_small_and_monotone_in_blur_and_noise(eval
 def test_features_do_not_depend_on_batch_size(eval_store: Path) -> None:
     evaluator = load_evaluator(eval_store)
     images, _ = Store(eval_store).load("train")
-    assert np.allclose(evaluator.embed(images, batch_size=3), evaluator.embed(images, batch_size=256), atol=1e-5)
+    assert np.allclose(evaluator.grader_features(images, batch_size=3), evaluator.grader_features(images, batch_size=256), atol=1e-5)
+    assert np.allclose(np.concatenate([evaluator.embed(images[:3]), evaluator.embed(images[3:])]), evaluator.embed(images), atol=1e-5)
 
 
 @pytest.mark.slow

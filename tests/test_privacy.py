@@ -16,6 +16,7 @@ from fedgan.data.store import Store
 from fedgan.evaluation.privacy import audit, roc_auc, tpr_at_fpr
 from fedgan.models.dcgan import GANConfig
 from fedgan.reporting.report import build_report
+from fedgan.training.recipes import apply_recipe
 from fedgan.training.run import train_centralised
 
 TINY = GANConfig(generator_width=32, discriminator_width=16, latent_dim=8)
@@ -33,11 +34,12 @@ def test_auc_matches_the_mann_whitney_statistic_and_tpr_is_read_at_the_threshold
 
 @pytest.fixture(scope="module")
 def overfitted(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A GAN trained for many epochs on the 7 training images of a 16 px store (the rest held out)."""
+    """A GAN trained for many epochs on the 7 training images of a 16 px store (the rest held out),
+    with the paper's recipe: the small-data recipe exists to keep D from memorising its images."""
     root = tmp_path_factory.mktemp("overfit")
     store = small_store(fundus_set, root / "store", size=16, heldout=0.8)
-    train_centralised(store, root / "run", model_config=TINY, train_config=TrainConfig(epochs=150, batch_size=4, sample_count=8),
-                      progress=False)
+    model, train = apply_recipe("paper", TINY, TrainConfig(epochs=150, batch_size=4, sample_count=8))
+    train_centralised(store, root / "run", model_config=model, train_config=train, progress=False)
     return store, root / "run"
 
 

@@ -63,7 +63,7 @@ def test_run_folder_contents(fundus_store: Path, tmp_path: Path) -> None:
     assert {"d_loss", "g_loss", "d_real", "d_fake", "epoch", "images_per_s"} <= set(lines[0])
     data = read_checkpoint(run)
     assert data["epoch"] == 3 and data["model_config"]["resolution"] == 16 and data["train_config"]["seed"] == 4
-    assert set(data["rng"]) == {"noise", "torch", "cuda"} and "opt_generator" in data and data["fedgan_version"]
+    assert set(data["rng"]) == {"noise", "augment", "torch", "cuda"} and "opt_generator" in data and data["fedgan_version"]
     assert "[data.train]" in (run / "config.toml").read_text()
 
 
@@ -118,7 +118,7 @@ def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert fine.opt_generator.state_dict()["state"] == {}  # fresh optimisers
     conditional = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5}), FAST, torch.device("cpu"))
-    assert init_from_checkpoint(conditional, tmp_path / "ct", FAST) == ["generator.embed.weight", "discriminator.embed.weight"]
+    assert init_from_checkpoint(conditional, tmp_path / "ct", FAST) == ["generator.embed", "discriminator.embed"]
     run = train_centralised(fundus_store, tmp_path / "fundus", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=8), init=tmp_path / "ct" / "checkpoints" / "latest", progress=False)
     assert run.epoch == 1
     assert "ct" in (tmp_path / "fundus" / "config.toml").read_text()
@@ -164,7 +164,7 @@ def test_train_and_resume_from_the_command_line(fundus_store: Path, tmp_path: Pa
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
-GROUPED = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, norm="group")
+GROUPED = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, norm="group", spectral_norm=False)
 
 
 def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_with_it(tmp_path: Path, fundus_store: Path) -> None:
@@ -193,5 +193,6 @@ def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_
 
 def test_dp_refuses_batch_norm_with_a_clear_error(tmp_path: Path, fundus_store: Path) -> None:
     with pytest.raises(FedGANError, match="use --norm group"):
-        train_centralised(fundus_store, tmp_path / "r", model_config=GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8),
+        train_centralised(fundus_store, tmp_path / "r", model_config=GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8,
+                                                                               spectral_norm=False),
                           train_config=TrainConfig(epochs=1, batch_size=4, dp_noise=1.0), progress=False)

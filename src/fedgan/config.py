@@ -22,6 +22,11 @@ T = TypeVar("T")
 #: EyePACS (Kaggle 2015) training-set grade frequencies: 25810/2443/5292/873/708 of 35126.
 SCREENING_GRADE_MIX: tuple[float, ...] = (0.735, 0.070, 0.151, 0.024, 0.020)
 NUM_GRADES = 5
+# Choice names, here so that the command line can offer them without importing torch.
+LOSSES = ("hinge", "bce")
+NORMS = ("batch", "group", "none")
+UPSAMPLES = ("transposed", "resize")
+AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,14 +79,23 @@ class TrainConfig:
 
     epochs: int = 5  # passes over the (local) training split; the paper's 5 local epochs
     batch_size: int = 64  # the paper used 16; 64 uses a CPU's cores far better
-    lr_generator: float = 2e-4  # Adam, as DCGAN and the paper
-    lr_discriminator: float = 2e-4
-    beta1: float = 0.5  # Adam beta1 of DCGAN; lower momentum keeps the adversarial game stable
-    beta2: float = 0.999
-    real_label: float = 0.9  # one-sided label smoothing (the paper's 0.9); 1.0 disables
+    lr_generator: float = 1e-4  # Adam; two time-scales (TTUR, Heusel et al. 2017): D learns 4x faster than G
+    lr_discriminator: float = 4e-4  # (the paper: 2e-4 for both)
+    beta1: float = 0.0  # Adam momentum off, as SN-GAN/BigGAN/StyleGAN (the paper, as DCGAN: 0.5)
+    beta2: float = 0.99  # (the paper: 0.999)
+    real_label: float = 0.9  # one-sided label smoothing of the bce loss (the paper's 0.9); 1.0 disables
     d_steps: int = 1  # discriminator updates per generator update
     seed: int = 0  # initial weights, data order and noise all follow from it
     sample_count: int = 64  # images in each fixed-noise sample grid
+    # The small-data recipe (see fedgan.training.recipes; `--recipe paper` switches all of it off)
+    loss: str = "hinge"  # hinge (SN-GAN, BigGAN) or bce (the paper's, non-saturating for G)
+    augment: str = "translation,cutout,color"  # DiffAugment policy for real and fake images, "" for none
+    mirror: bool = True  # mirror half of the real images (a mirrored left eye is a right eye): twice the data, same distribution
+    ema_decay: float = 0.999  # EMA of the generator's weights (samples, evaluation and releases use it); 0 disables
+    r1_gamma: float = 0.0  # R1 gradient penalty on real images (lazy, every r1-every steps); 0 disables
+    r1_every: int = 16  # discriminator steps between R1 penalties
+    eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
+    eval_count: int = 256  # generated images per in-training evaluation
     # Differential privacy of the discriminator (DP-SGD, see fedgan.training.privacy): off unless
     # a target epsilon or a noise multiplier is given.
     dp_epsilon: float = 0.0  # target epsilon over the whole run; sets the noise multiplier
@@ -96,6 +110,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.d_steps < 1:
             raise FedGANError("epochs must be >= 0, batch-size and d-steps >= 1")
+        if self.loss not in LOSSES:
+            raise FedGANError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0 <= self.ema_decay < 1 or self.r1_gamma < 0 or self.r1_every < 1:
+            raise FedGANError("need 0 <= ema-decay < 1, r1-gamma >= 0 and r1-every >= 1")
+        if self.eval_every < 0 or self.eval_count < 10:
+            raise FedGANError("need eval-every >= 0 and eval-count >= 10")
         if not 0.5 < self.real_label <= 1.0:
             raise FedGANError(f"real-label must be in (0.5, 1], got {self.real_label}")
         if min(self.lr_generator, self.lr_discriminator) <= 0:

@@ -1,6 +1,6 @@
 """What a run folder records so it can be reproduced: command, seed, config, versions, data hashes.
 
-Written as `config.toml` (see DESIGN.md, "A run folder"). Package versions are read from the
+Written as `config.toml` (see docs/architecture.md, "A run folder"). Package versions are read from the
 installed distributions' metadata, so recording them imports nothing heavy.
 """
 

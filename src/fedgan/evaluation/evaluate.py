@@ -4,8 +4,9 @@ What is compared with what:
 - generated images: `count` samples from the latest checkpoint (conditional: grades drawn with
   the real training split's grade frequencies), noise from the seed;
 - fidelity: against the store's `train` split (the distribution the GAN was asked to learn), in
-  the fixed evaluator's feature space, as the mean over 10 generated sets with a 95 % interval
-  (see `over_draws`); per grade (first set) when conditional;
+  both of the fixed evaluator's feature spaces, as the mean over 10 generated sets with a 95 %
+  interval (see `over_draws`): `fidelity` in the headline structure space, `fidelity_grader` in
+  the grader's; per grade (first set, structure space) when conditional;
 - the paper's realism score: mean sigmoid output of a *reference* discriminator (`--reference`
   checkpoint, the same for every model compared; the sweep uses its centralised baseline) on
   the generated images. Without one it is left out rather than computed with the run's own D;
@@ -29,7 +30,7 @@ from fedgan.atomic import write_text_atomic
 from fedgan.config import NUM_GRADES
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.evaluation.evaluator import heldout_halves, load_evaluator, real_baseline, score
+from fedgan.evaluation.evaluator import HEADLINE, heldout_halves, load_evaluator, real_baseline, score
 from fedgan.evaluation.fidelity import DRAWS, fd, fidelity, over_draws, prdc
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.inception import inception_features, load_inception
@@ -91,18 +92,21 @@ def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, refer
     frequencies = np.bincount(real_labels[real_labels >= 0], minlength=NUM_GRADES) if config.conditional else None
     grade_frequencies = None if frequencies is None else frequencies / frequencies.sum()
     images, labels = sample(state, count or len(real_images), grade_frequencies, seed)
-    real_features, fake_features = evaluator.embed(real_images), evaluator.embed(images)
-    redrawn = [evaluator.embed(sample(state, len(images), grade_frequencies, seed + draw)[0]) for draw in range(1, DRAWS)]
+    generated = [images, *(sample(state, len(images), grade_frequencies, seed + draw)[0] for draw in range(1, DRAWS))]
+    real_features = evaluator.embed(real_images)
+    fake_features = [evaluator.embed(draw) for draw in generated]
     baseline = real_baseline(real_store, evaluator)
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()), "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
         "real_store": str(store.path.resolve()), "evaluator_sha256": evaluator.sha256, "seed": seed,
-        "counts": {"real": len(real_images), "generated": len(images)},
-        "fidelity": over_draws(fidelity, real_features, [fake_features, *redrawn]), "intervals": {"draws": DRAWS},
+        "counts": {"real": len(real_images), "generated": len(images)}, "headline_space": HEADLINE,
+        "fidelity": over_draws(fidelity, real_features, fake_features),
+        "fidelity_grader": over_draws(fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]),
+        "intervals": {"draws": DRAWS},
         "utility": {"real_trained": baseline["real_trained"], "evaluator": baseline["evaluator"], "test_images": baseline["test_images"]},
     }
     if labels is not None:
-        result["fidelity_per_grade"] = per_grade(real_features, real_labels, fake_features, labels)
+        result["fidelity_per_grade"] = per_grade(real_features, real_labels, fake_features[0], labels)
         _, test = heldout_halves(store)
         test_images, test_labels = store.load("heldout", test)
         result["utility"]["synthetic_trained"] = score(train_grader(images, labels), test_images, test_labels)

@@ -1,11 +1,20 @@
-"""The fixed evaluator of a real data set: a DR grader whose penultimate features embed images.
+"""The fixed evaluator of a real data set: two feature spaces that embed images.
 
 Models are never judged by their own discriminator. Every run evaluated against a store uses the
-one evaluator trained for it, on half of the store's `heldout` split (stratified by grade), which
-no GAN ever reads; the other half is the real test set of the utility metrics. It is trained once
-and saved in the store as `evaluator.pt`; its sha256 goes into every result, so two numbers are
-comparable exactly when their hashes match. The real-data baseline of the utility metrics (the
-same grader trained on the `train` split) is computed once with it and cached beside it.
+one evaluator made for it from half of the store's `heldout` split (stratified by grade), which
+no GAN ever reads; the other half is the real test set of the utility metrics. It has two
+feature spaces, and every fidelity metric is reported in both:
+
+- `structure` (the headline): fixed analytic features of layout, sharpness, orientation,
+  vessels and tiling artefacts (`structure.py`), standardised on that half. It sees what a
+  person sees: blur, checkerboards, missing vessels and repeated images all worsen its FD.
+- `grader`: the penultimate features of a DR grader trained on that half. It tracks lesions,
+  so it measures whether grades look right, and is blind to anatomy and artefacts.
+
+The evaluator is made once and saved in the store as `evaluator.pt`; its sha256 goes into every
+result, so two numbers are comparable exactly when their hashes match. The real-data baseline
+of the utility metrics (the same grader trained on the `train` split) is computed once with it
+and cached beside it.
 """
 
 from __future__ import annotations
@@ -26,23 +35,34 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, train_grader
 from fedgan.evaluation.kappa import quadratic_weighted_kappa
+from fedgan.evaluation.structure import StructureSpace
 
 log = logging.getLogger(__name__)
 
 EVALUATOR_FILE = "evaluator.pt"
 BASELINE_FILE = "evaluator-baseline.json"
 SPLIT_SEED = 2024  # fixed: the evaluator's halves of the held-out split must not move between runs
+EVALUATOR_VERSION = 2  # 2: the structure space was added; an older evaluator file is remade
+SPACES = ("structure", "grader")
+HEADLINE = "structure"  # the space of the headline fidelity metrics (see the module docstring)
 
 
 @dataclasses.dataclass
 class Evaluator:
     model: GradeNet
+    structure: StructureSpace
     sha256: str
     path: Path
 
+    def embed(self, images: np.ndarray, space: str = HEADLINE) -> np.ndarray:
+        """Features of images in [-1, 1] in one of `SPACES`."""
+        if space == "structure":
+            return self.structure.embed(images)
+        return self.grader_features(images)
+
     @torch.no_grad()
-    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Penultimate features (N, 8 x width) of images in [-1, 1]."""
+    def grader_features(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Penultimate features (N, 8 x width) of the grader."""
         self.model.eval()
         return np.concatenate([self.model.features(torch.from_numpy(images[i : i + batch_size])).numpy().astype(np.float64)
                                for i in range(0, len(images), batch_size)])
@@ -67,20 +87,24 @@ def load_evaluator(store_path: Path, training: GraderTraining = GraderTraining()
     """The store's evaluator, trained and saved on first use."""
     store = Store(store_path)
     path = store.path / EVALUATOR_FILE
-    if not path.exists():
-        fit, test = heldout_halves(store)
+    saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
+    if saved.get("version") != EVALUATOR_VERSION:
+        fit, _ = heldout_halves(store)
         images, labels = store.load("heldout", fit)
-        log.info("training the evaluator of %s on %d held-out images", store.path, len(images))
+        log.info("making the evaluator of %s from %d held-out images", store.path, len(images))
         model = train_grader(images, labels, training)
+        structure = StructureSpace.fit(images)
         buffer = io.BytesIO()
-        torch.save({"state": model.state_dict(), "in_channels": images.shape[1], "training": dataclasses.asdict(training),
-                    "fit_indices": fit.tolist()}, buffer)
+        torch.save({"version": EVALUATOR_VERSION, "state": model.state_dict(), "in_channels": images.shape[1],
+                    "training": dataclasses.asdict(training), "fit_indices": fit.tolist(),
+                    "structure_mean": torch.from_numpy(structure.mean), "structure_scale": torch.from_numpy(structure.scale)}, buffer)
         write_bytes_atomic(path, buffer.getvalue())
     data = path.read_bytes()
     saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     model = GradeNet(in_channels=int(saved["in_channels"]))
     model.load_state_dict(saved["state"])
-    return Evaluator(model.eval(), hashlib.sha256(data).hexdigest(), path)
+    structure = StructureSpace(saved["structure_mean"].numpy(), saved["structure_scale"].numpy())
+    return Evaluator(model.eval(), structure, hashlib.sha256(data).hexdigest(), path)
 
 
 def real_baseline(store_path: Path, evaluator: Evaluator, training: GraderTraining = GraderTraining()) -> dict[str, float]:

@@ -35,10 +35,11 @@ from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.federation import keys
 from fedgan.federation.secure import clipped_update
-from fedgan.federation.weights import flat_weights, global_weights, load_global_weights
+from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.training.augment import augment_generator
 from fedgan.training.device import resolve_device
-from fedgan.training.loop import GANState, make_optimisers, noise_generator, train_epoch
+from fedgan.training.loop import GANState, make_ema, make_optimisers, noise_generator, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.run import private_steps_per_epoch
 
@@ -73,24 +74,34 @@ def local_data(config: Mapping[str, Any], context: Context, seed: int) -> tuple[
     return images, labels, partition_id
 
 
+def local_state(config: Mapping[str, Any], seed: int) -> GANState:
+    """This process's networks with fresh optimisers (fresh Adam each round, as the paper), a
+    moving average and the round's own noise and augmentation streams; weights still unset."""
+    model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
+    train_config = dataclasses.replace(TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG]))), seed=seed)
+    generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
+    opt_generator, opt_discriminator = make_optimisers(generator, discriminator, train_config)
+    return GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(seed),
+                    generator_ema=make_ema(generator, train_config), augment=augment_generator(seed))
+
+
 def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], context: Context) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train the global networks `start` on this hospital's data; return the new weights and metrics."""
     started = time.perf_counter()
     if keys.THREADS in config:
         torch.set_num_threads(int(config[keys.THREADS]))
-    model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
     train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
     images, labels, partition_id = local_data(config, context, train_config.seed)
     if len(images) < 2:  # batch statistics of one image are meaningless; better left out than harmful
         raise ValueError(f"hospital {partition_id} has {len(images)} training image(s); at least 2 are needed")
     round_number = int(config[keys.GLOBAL_ROUND])
-    # Each (round, hospital) draws its own data order and noise, reproducibly.
+    # Each (round, hospital) draws its own data order, noise and augmentation, reproducibly.
     local = dataclasses.replace(train_config, seed=train_config.seed * 1_000_003 + round_number * 1009 + partition_id)
-    generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
-    opt_generator, opt_discriminator = make_optimisers(generator, discriminator, local)  # fresh Adam each round, as the paper
-    state = GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(local.seed))
+    state = local_state(config, local.seed)
     load_global_weights(state, start)
     per_round = train_config.epochs * private_steps_per_epoch(train_config, len(images))
+    if state.generator_ema is not None:  # the average's warm-up continues across rounds instead of restarting
+        state.generator_ema.n_averaged.fill_((round_number - 1) * per_round // train_config.d_steps)
     attach_privacy(state, train_config, len(images), int(config.get(keys.ROUNDS, 1)) * per_round)  # fresh each round: the server keeps the history
     history = []
     try:
@@ -119,7 +130,7 @@ def secure_train(msg: Message, context: Context) -> Message:
     It returns the clipped *update* (local minus global weights), not the weights: updates are
     small, so they fit SecAgg+'s fixed clipping range and lose less to its quantisation."""
     fit = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    names = list(flat_weights(*networks(str(fit.config[keys.MODEL_CONFIG]), str(resolve_device("auto")))))
+    names = list(global_weights(local_state(fit.config, 0)))
     start = dict(zip(names, (torch.from_numpy(a) for a in parameters_to_ndarrays(fit.parameters)), strict=True))
     trained, metrics = train_locally(start, fit.config, context)
     update, clipped, largest = clipped_update(trained, start, float(fit.config[keys.SECAGG_CLIP]))

@@ -31,7 +31,7 @@ from fedgan.federation.failures import short_reason
 from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
-from fedgan.training.checkpoint import save_checkpoint
+from fedgan.training.checkpoint import BEST, save_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.privacy import History, epsilon
 from fedgan.training.samples import save_samples
@@ -87,6 +87,12 @@ class RoundRecorder:
         self.round_started = time.perf_counter()
         self.state = new_state(settings.model_config, settings.train_config, torch.device("cpu"))
         self.pending: dict[str, Any] = {}
+        self.probe = None  # quality every round, in simulation (the coordinator of a deployment holds no images)
+        if settings.store is not None and settings.train_config.eval_every:
+            from fedgan.evaluation.probe import QualityProbe  # imports the evaluator only for runs that use it
+
+            self.probe = QualityProbe.for_store(settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed)
+        self.best_kid = best_kid(settings.run)
 
     def write(self, line: dict[str, Any]) -> None:
         with open(self.settings.run / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -135,9 +141,25 @@ class RoundRecorder:
                         extra={"round": global_round, "rounds": self.settings.rounds,
                                "privacy": {k: [list(h) for h in v] for k, v in self.privacy.items()}})
         seconds = time.perf_counter() - self.round_started
+        if self.probe is not None:
+            quality = self.probe(self.state)
+            self.pending |= quality
+            if self.best_kid is None or quality["kid"] < self.best_kid:
+                self.best_kid = quality["kid"]
+                save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", BEST,
+                                extra={"round": global_round, "rounds": self.settings.rounds, "kid": quality["kid"]}, latest=False)
         self.write({"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending})
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
         self.round_started = time.perf_counter()
+
+
+def best_kid(run: Path) -> float | None:
+    """The lowest per-round KID recorded so far in `run` (a resumed federation keeps its best)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return None
+    values = [line["kid"] for line in map(json.loads, path.read_text().splitlines()) if line.get("aggregate") and "kid" in line]
+    return min(values) if values else None
 
 
 class GANFedAvg(FedAvg):

@@ -33,12 +33,12 @@ from fedgan.parallel import default_workers
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
-from fedgan.training.privacy import History
+from fedgan.training.privacy import History, check_private_model
 from fedgan.training.run import model_config_for
 
 log = logging.getLogger(__name__)
 
-#: Flower must never phone home or install anything at run time (see DESIGN.md).
+#: Flower must never phone home or install anything at run time (see docs/architecture.md).
 FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                       "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0"}
 
@@ -120,6 +120,7 @@ def federate(
         raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
+    check_private_model(config, train_config)
     settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
                                   min_successful, client_cpus)
     sizes = check_partition(store, settings)

@@ -1,7 +1,10 @@
-"""Both networks as one flat set of float tensors, the unit that FedAvg averages.
+"""Both networks (and the generator's moving average) as one flat set of float tensors, the unit
+that FedAvg averages.
 
-Keys are prefixed `generator.` / `discriminator.` so the two networks can travel in one
-ArrayRecord (Flower's aggregation merges records by key). Batch-norm running means and
+Keys are prefixed `generator.` / `discriminator.` / `generator_ema.` so the networks can travel
+in one ArrayRecord (Flower's aggregation merges records by key). The moving average travels
+too: every hospital starts the round from the same average and updates it linearly, so the
+mean of their averages is exactly the moving average of the mean trajectory. Batch-norm running means and
 variances are averaged with the weights, as the paper did: the global model then carries
 statistics of all hospitals' data, which is what its generator is evaluated with. The integer
 `num_batches_tracked` counters are not sent: they are unused with a fixed momentum, and integer
@@ -13,31 +16,32 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+from torch import nn
 
-from fedgan.models.dcgan import Discriminator, Generator
 from fedgan.training.loop import GANState
 
-NETWORKS = ("generator", "discriminator")
+
+def networks(state: GANState) -> dict[str, nn.Module]:
+    """The modules whose weights the federation averages, by key prefix, in a fixed order."""
+    modules: dict[str, nn.Module] = {"generator": state.generator, "discriminator": state.discriminator}
+    if state.generator_ema is not None:
+        modules["generator_ema"] = state.generator_ema.module
+    return modules
 
 
-def flat_weights(generator: Generator, discriminator: Discriminator) -> OrderedDict[str, torch.Tensor]:
-    """The float tensors of both networks in a fixed order (the order SecAgg+'s lists travel in)."""
+def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
+    """The float tensors of every network in a fixed order (the order SecAgg+'s lists travel in)."""
     flat: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for name, module in zip(NETWORKS, (generator, discriminator), strict=True):
+    for name, module in networks(state).items():
         for key, value in module.state_dict().items():
             if value.is_floating_point():
                 flat[f"{name}.{key}"] = value.detach().cpu()
     return flat
 
 
-def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
-    return flat_weights(state.generator, state.discriminator)
-
-
 def load_global_weights(state: GANState, flat: dict[str, torch.Tensor]) -> None:
-    """Load averaged weights into both networks; every float entry must be present."""
-    for name in NETWORKS:
-        module = getattr(state, name)
+    """Load averaged weights into every network; every float entry must be present."""
+    for name, module in networks(state).items():
         current = module.state_dict()
         prefix = f"{name}."
         update = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}

@@ -19,6 +19,15 @@ The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
 Normalisation is a choice because federation (BatchNorm statistics under FedAvg), secure
 aggregation (integer buffers) and differential privacy (Opacus rejects BatchNorm) constrain it:
 batch (default, as the paper), group, or none. Activations are never in-place (Opacus hooks).
+
+Two options come from the small-data GAN literature (see `fedgan.training.recipes`):
+- `spectral_norm`: every discriminator layer is spectrally normalised (Miyato et al. 2018) and
+  the discriminator has no normalisation layers. Bounding D's Lipschitz constant is what keeps
+  a discriminator from winning outright on a few hundred images; batch statistics in D would
+  also let it tell a real batch from a fake one by its statistics alone.
+- `upsample = "resize"`: nearest-neighbour upsampling then a 3x3 convolution instead of a
+  stride-2 transposed convolution, whose uneven kernel overlap draws checkerboards (Odena et
+  al. 2016).
 """
 
 from __future__ import annotations
@@ -29,9 +38,8 @@ import math
 import torch
 from torch import nn
 
+from fedgan.config import NORMS, UPSAMPLES
 from fedgan.errors import FedGANError
-
-NORMS = ("batch", "group", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +49,18 @@ class GANConfig:
     latent_dim: int = 200  # size of z, the paper's 200
     generator_width: int = 1024  # generator channels at 4x4; halved by each upsampling block
     discriminator_width: int = 64  # discriminator channels after its first block; doubled by each block
-    norm: str = "batch"  # batch | group | none
+    norm: str = "batch"  # batch | group | none: the generator's, and the discriminator's unless spectral_norm
     num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade
+    spectral_norm: bool = True  # spectrally normalised discriminator without norm layers (False: the paper's)
+    upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
 
     def __post_init__(self) -> None:
         if self.resolution < 16 or self.resolution & (self.resolution - 1):
             raise FedGANError(f"resolution must be a power of two >= 16, got {self.resolution}")
         if self.norm not in NORMS:
             raise FedGANError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise FedGANError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
         if self.generator_width >> self.blocks < 1:
             raise FedGANError(f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks")
         if min(self.latent_dim, self.channels, self.discriminator_width) < 1 or self.num_classes < 0:
@@ -80,6 +92,13 @@ def glorot_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def upsampling(kind: str, channels: int, out_channels: int, *, bias: bool) -> list[nn.Module]:
+    """Layers that double height and width: (channels, s, s) -> (out_channels, 2s, 2s)."""
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, out_channels, 3, padding=1, bias=bias)]
+    return [nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1, bias=bias)]
+
+
 class Generator(nn.Module):
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
@@ -91,7 +110,7 @@ class Generator(nn.Module):
         layers: list[nn.Module] = []
         for _ in range(config.blocks):  # each: (c, s, s) -> (c/2, 2s, 2s)
             layers += [
-                nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1, bias=config.norm == "none"),
+                *upsampling(config.upsample, width, width // 2, bias=config.norm == "none"),
                 norm_layer(config.norm, width // 2),
                 nn.ReLU(),
             ]
@@ -117,10 +136,11 @@ class Discriminator(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         channels, width = config.channels, config.discriminator_width
+        norm = "none" if config.spectral_norm else config.norm
         for _ in range(config.blocks):  # each: (c, s, s) -> (2c, s/2, s/2)
             layers += [
-                nn.Conv2d(channels, width, 4, stride=2, padding=1, bias=config.norm == "none"),
-                norm_layer(config.norm, width),
+                nn.Conv2d(channels, width, 4, stride=2, padding=1, bias=norm == "none"),
+                norm_layer(norm, width),
                 nn.LeakyReLU(0.2),
             ]
             channels, width = width, width * 2
@@ -129,6 +149,10 @@ class Discriminator(nn.Module):
         self.logit = nn.Linear(self.feature_dim, 1)
         self.embed = nn.Embedding(config.num_classes, self.feature_dim) if config.conditional else None
         self.apply(glorot_init)
+        if config.spectral_norm:  # after init: the parametrisation keeps the initialised weight as its `original`
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Real/fake logits of shape (N,)."""

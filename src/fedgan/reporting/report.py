@@ -101,6 +101,7 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
             ax.set(title=f"{name} loss", xlabel="round")
         caption = "Mean local training loss per round: each hospital (thin) and their mean (black)."
     else:
+        lines = [r for r in lines if "d_loss" in r]  # the step lines, not the evaluations between them
         epochs: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in lines:
             epochs[r["epoch"]].append(r)
@@ -114,6 +115,33 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
     for ax in axes:
         ax.grid(alpha=.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and steps are whole numbers
+    return png(fig), caption
+
+
+def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """In-training KID (both feature spaces) against steps or rounds, and against training seconds."""
+    federated = any(r.get("aggregate") for r in lines)
+    points = [r for r in lines if "kid" in r and (r.get("aggregate") if federated else r.get("eval"))]
+    if not points:
+        return None
+    if federated:
+        progress, unit = [r["round"] for r in points], "round"
+        seconds = list(np.cumsum([r["seconds"] for r in lines if r.get("aggregate") and "kid" in r]))
+    else:
+        progress, unit, seconds = [r["step"] for r in points], "step", [r["seconds"] for r in points]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+    for key, label in (("kid", "structure (headline)"), ("kid_grader", "grader")):
+        values = [max(r.get(key, np.nan), 1e-6) for r in points]
+        axes[0].plot(progress, values, marker="o", ms=3, label=label)
+        axes[1].plot(seconds, values, marker="o", ms=3, label=label)
+    axes[0].set(xlabel=unit, ylabel="KID (log scale)", yscale="log", title=f"KID against {unit}s")
+    axes[1].set(xlabel="training seconds", title="KID against wall time")
+    axes[0].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=.3)
+    caption = (f"KID of {'the global model after each round' if federated else 'the moving-average generator every few steps'} on a "
+               "fixed-noise sample, against the real training split, with the store's fixed evaluator (lower is better). "
+               "checkpoints/best holds the lowest structure KID.")
     return png(fig), caption
 
 
@@ -153,6 +181,7 @@ def timings(lines: list[dict[str, Any]]) -> str:
         return table(["", "value"], rows)
     if lines:
         rate = [r["images_per_s"] for r in lines if "images_per_s" in r]
+        lines = [r for r in lines if "d_loss" in r]
         return table(["", "value"], [["epochs", lines[-1]["epoch"]], ["steps", lines[-1]["step"]],
                                      ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"],
                                      *([["DP epsilon spent", fmt(lines[-1]["epsilon"])]] if "epsilon" in lines[-1] else [])])
@@ -164,13 +193,20 @@ def metrics_section(run: Path) -> str:
     if not path.exists():
         return f'<p class="muted">Not evaluated yet: <code>fedgan evaluate {html.escape(str(run))} --real STORE</code>.</p>'
     result = json.loads(path.read_text())
-    fidelity = result["fidelity"]
-    out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, in the feature "
-           f"space of the fixed evaluator <code>{result['evaluator_sha256'][:12]}</code> (a grade classifier trained on held-out "
-           f"real images no GAN saw). Each value is the mean over {result['intervals']['draws']} independently generated sets "
-           "of that size, with the 95 % interval of their spread.</p>",
-           table(["metric", "value", "95 % interval", "meaning"],
-                 [[name, fmt(v["value"]), f"{fmt(v['low'])} – {fmt(v['high'])}", METRIC_NOTES.get(name, "")] for name, v in fidelity.items()])]
+    fidelity, grader = result["fidelity"], result.get("fidelity_grader", {})
+
+    def cell(values: dict[str, dict[str, float]], name: str) -> str:
+        v = values.get(name)
+        return f"{fmt(v['value'])} ({fmt(v['low'])} – {fmt(v['high'])})" if v else "–"
+
+    out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, with the fixed "
+           f"evaluator <code>{result['evaluator_sha256'][:12]}</code>, made from held-out real images no GAN saw. Two feature "
+           "spaces: <b>structure</b> (the headline: fixed measurements of layout, sharpness, vessel orientation and tiling "
+           "artefacts, which worsen under blur, checkerboards, missing vessels and repeated images) and <b>grader</b> (a DR "
+           "grade classifier's features: it tracks lesions and is blind to anatomy). Each value is the mean over "
+           f"{result['intervals']['draws']} independently generated sets of that size, with the 95 % interval of their spread.</p>",
+           table(["metric", "structure (headline), 95 % interval", "grader, 95 % interval", "meaning"],
+                 [[name, cell(fidelity, name), cell(grader, name), METRIC_NOTES.get(name, "")] for name in fidelity])]
     if result.get("fidelity_per_grade"):
         out.append("<h3>Per grade</h3>" + table(["grade", "FD", "precision", "recall", "coverage", "real", "generated"],
                                                 [[g, fmt(v["fd"]), fmt(v["precision"]), fmt(v["recall"]), fmt(v["coverage"]), v["real"],
@@ -248,6 +284,9 @@ def build_report(run: Path) -> Path:
              f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
              f'command <code>{html.escape(str(meta.get("command", "")))}</code></p>',
              "<h2>Metrics</h2>", metrics_section(run), "<h2>Privacy</h2>", privacy_section(run)]
+    quality = quality_figure(lines)
+    if quality:
+        parts += ["<h2>Quality while training</h2>", img(quality[0], "KID curves"), f'<p class="muted">{quality[1]}</p>']
     if lines:
         figure, caption = loss_figure(lines)
         parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']

@@ -1,7 +1,8 @@
 """Checkpoints: everything needed to resume a run exactly, or to start another from its weights.
 
-A checkpoint holds both networks, both optimisers, the epoch/step counters, the RNG states, the
-resolved model and training configs and the package version. It is written to a temporary
+A checkpoint holds both networks, the generator's moving average, both optimisers, the
+epoch/step counters, the RNG states (noise, augmentation, torch), the resolved model and
+training configs and the package version. It is written to a temporary
 name and renamed, and `checkpoints/latest` (a symlink) is switched atomically afterwards, so an
 interrupted save never leaves a half-written "latest".
 """
@@ -22,11 +23,12 @@ from fedgan.atomic import write_bytes_atomic
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
-from fedgan.training.loop import GANState, make_optimisers, new_state
+from fedgan.training.loop import GANState, make_ema, make_optimisers, new_state
 
 FORMAT = "fedgan-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: EMA generator, augmentation RNG, spectral norm and upsampling in the model config
 LATEST = "latest"
+BEST = "best"  # the checkpoint with the lowest in-training KID so far
 
 
 def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -40,10 +42,12 @@ def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any]
         "discriminator": state.discriminator.state_dict(),
         "opt_generator": state.opt_generator.state_dict(),
         "opt_discriminator": state.opt_discriminator.state_dict(),
+        "generator_ema": state.generator_ema.state_dict() if state.generator_ema is not None else None,
         "epoch": state.epoch,
         "step": state.step,
         "rng": {
             "noise": state.noise.get_state(),
+            "augment": state.augment.get_state(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
@@ -52,13 +56,16 @@ def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any]
     }
 
 
-def save_checkpoint(state: GANState, train_config: TrainConfig, folder: Path, name: str, extra: dict[str, Any] | None = None) -> Path:
-    """Write `folder/name.pt` and point `folder/latest` at it."""
+def save_checkpoint(state: GANState, train_config: TrainConfig, folder: Path, name: str, extra: dict[str, Any] | None = None,
+                    *, latest: bool = True) -> Path:
+    """Write `folder/name.pt` and, unless `latest` is False, point `folder/latest` at it."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state_dict(state, train_config, extra), buffer)
     path = folder / f"{name}.pt"
     write_bytes_atomic(path, buffer.getvalue())
+    if not latest:
+        return path
     link = folder / f".{LATEST}.tmp"
     link.unlink(missing_ok=True)
     link.symlink_to(path.name)
@@ -94,8 +101,11 @@ def restore_state(data: dict[str, Any], device: torch.device) -> tuple[GANState,
     state.discriminator.load_state_dict(data["discriminator"])
     state.opt_generator.load_state_dict(data["opt_generator"])
     state.opt_discriminator.load_state_dict(data["opt_discriminator"])
+    if state.generator_ema is not None:
+        state.generator_ema.load_state_dict(data["generator_ema"])
     state.epoch, state.step = data["epoch"], data["step"]
     state.noise.set_state(data["rng"]["noise"])
+    state.augment.set_state(data["rng"]["augment"])
     torch.set_rng_state(data["rng"]["torch"])
     if torch.cuda.is_available() and data["rng"]["cuda"]:
         torch.cuda.set_rng_state_all(data["rng"]["cuda"])
@@ -108,12 +118,12 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
     Every shared parameter must match in shape, or nothing is loaded and the error names the
     first mismatch. The only parameters allowed to be missing from the source are the grade
     embeddings of a conditional model started from an unconditional one (e.g. CT pretraining
-    has no grades); their names are returned.
+    has no grades); the modules they belong to are returned.
     """
     data = read_checkpoint(path)
     source = GANConfig(**data["model_config"])
     target = state.model_config
-    for field in ("resolution", "channels", "latent_dim", "generator_width", "discriminator_width", "norm"):
+    for field in ("resolution", "channels", "latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample"):
         if getattr(source, field) != getattr(target, field):
             raise FedGANError(f"{path}: cannot initialise from this checkpoint: its {field.replace('_', '-')} is "
                               f"{getattr(source, field)!r}, this run needs {getattr(target, field)!r}")
@@ -126,7 +136,8 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
             if key not in theirs:
                 if not key.startswith("embed."):
                     raise FedGANError(f"{path}: {name}.{key} is missing from the checkpoint")
-                fresh.append(f"{name}.{key}")
+                if f"{name}.embed" not in fresh:  # one entry per module (spectral norm gives it several tensors)
+                    fresh.append(f"{name}.embed")
         unexpected = [k for k in theirs if k not in ours and not k.startswith("embed.")]
         if unexpected:
             raise FedGANError(f"{path}: {name} has parameters this model lacks: {', '.join(unexpected[:3])}")
@@ -135,4 +146,5 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
         merged.update({k: v for k, v in data[name].items() if k in merged})
         module.load_state_dict(merged)
     state.opt_generator, state.opt_discriminator = make_optimisers(state.generator, state.discriminator, train_config)
+    state.generator_ema = make_ema(state.generator, train_config)  # the average starts at the transferred weights
     return fresh

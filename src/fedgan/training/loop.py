@@ -1,8 +1,13 @@
 """The one local training loop: centralised training, CT pretraining and every federated hospital.
 
 A `GANState` holds everything that changes during training (both networks, both optimisers,
-counters and the noise generator), so that a checkpoint of it resumes bit for bit. Data order
-comes from (seed, epoch) and noise from a generator stored in the state, never from global RNG.
+the generator's moving average, counters, the noise and augmentation generators), so that a
+checkpoint of it resumes bit for bit. Data order comes from (seed, epoch), noise and
+augmentation from generators stored in the state, never from global RNG.
+
+What one step does is set by the `TrainConfig` (see `fedgan.training.recipes` for the two
+named recipes): the loss (hinge or the paper's BCE), DiffAugment of real and fake images in
+both updates, a lazy R1 penalty, and the EMA of the generator.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from fedgan.config import TrainConfig
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.training.augment import augment_generator, diff_augment, mirror, parse_policy
 from fedgan.training.device import autocast
 
 if TYPE_CHECKING:  # opacus is imported only by runs that use it
@@ -36,10 +43,38 @@ class GANState:
     epoch: int = 0  # completed epochs
     step: int = 0  # completed generator updates
     private: PrivateDiscriminator | None = None  # DP-SGD on the discriminator, when enabled
+    generator_ema: AveragedModel | None = None  # moving average of the generator's weights, when enabled
+    augment: torch.Generator = dataclasses.field(default_factory=lambda: augment_generator(0))  # DiffAugment's draws
 
     @property
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator that makes published images: the moving average when there is one."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator  # type: ignore[return-value]
+
+
+def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`AveragedModel`'s averaging function: an EMA whose decay ramps up as min(decay, (1+n)/(10+n))
+    over the first updates (n = updates so far), so early samples are not dominated by the
+    random initial weights. Integer buffers (batch-norm counters) take the newest value."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        rate = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        return averaged + (current - averaged) * (1.0 - rate)
+
+    return average
+
+
+def make_ema(generator: Generator, config: TrainConfig) -> AveragedModel | None:
+    """A fresh moving average that starts at `generator`'s current weights (and buffers)."""
+    if config.ema_decay <= 0:
+        return None
+    return AveragedModel(generator, avg_fn=ema_average(config.ema_decay), use_buffers=True)
 
 
 def make_optimisers(generator: Generator, discriminator: Discriminator, config: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
@@ -55,7 +90,9 @@ def new_state(model_config: GANConfig, train_config: TrainConfig, device: torch.
     torch.manual_seed(train_config.seed)
     generator, discriminator = (m.to(device) for m in build_models(model_config))
     opt_g, opt_d = make_optimisers(generator, discriminator, train_config)
-    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise_generator(train_config.seed))
+    parse_policy(train_config.augment)  # an unknown augmentation fails here, before any work
+    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise_generator(train_config.seed),
+                    generator_ema=make_ema(generator, train_config), augment=augment_generator(train_config.seed))
 
 
 def noise_generator(seed: int) -> torch.Generator:
@@ -84,43 +121,75 @@ def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> t
     return z, labels
 
 
-def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
-    """`d_steps` discriminator updates, then one generator update (non-saturating loss).
+def d_loss_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's loss on real and on fake logits."""
+    if config.loss == "hinge":
+        return F.relu(1.0 - real_logits.float()).mean(), F.relu(1.0 + fake_logits.float()).mean()
+    return (F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32)),
+            F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32)))
 
-    The generator's last batch of fakes serves both the final D update (detached) and the G
-    update, as in DCGAN: one generator forward pass per step instead of two.
+
+def g_loss_term(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The generator's loss on the discriminator's logits of its images."""
+    if config.loss == "hinge":
+        return -logits.float().mean()
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))  # non-saturating
+
+
+def r1_penalty(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> torch.Tensor:
+    """Lazy R1 (Mescheder et al. 2018): gamma/2 E|grad_x D(x)|^2 on real images, scaled by the
+    interval so that its average strength does not depend on how often it runs."""
+    real = real.detach().requires_grad_(True)
+    logits = state.discriminator(real, labels)
+    (gradient,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return gradient.square().sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * config.r1_every)
+
+
+def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
+    """`d_steps` discriminator updates, then one generator update.
+
+    The generator's last batch of fakes (augmented once) serves both the final D update
+    (detached) and the G update, as in DCGAN: one generator forward pass per step instead of two.
+    With augmentation on, D only ever sees augmented images, real and fake alike, and G is
+    trained through the same differentiable transforms.
     """
     batch = real.shape[0]
     cond = labels if state.model_config.conditional else None
     device = state.device
+    policy = parse_policy(config.augment)
+    if config.mirror:
+        real = mirror(real, state.augment)
     for d_step in range(config.d_steps):
-        # update D: maximise log D(x) + log(1 - D(G(z))), real target smoothed to `real_label`
+        # update D: minimise its loss on augment(x) and augment(G(z))
         z, fake_labels = sample_inputs(state, batch, cond)
         keep_graph = d_step == config.d_steps - 1
         with autocast(device):
             with torch.set_grad_enabled(keep_graph):
-                fake = state.generator(z, fake_labels)
-            real_logits = state.discriminator(real, cond)
+                fake = diff_augment(state.generator(z, fake_labels), policy, state.augment)
+            real_seen = diff_augment(real, policy, state.augment)
+            real_logits = state.discriminator(real_seen, cond)
             fake_logits = state.discriminator(fake.detach(), fake_labels)
-            d_loss_real = F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32))
-            d_loss_fake = F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32))
+            d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
             d_loss = d_loss_real + d_loss_fake
+        regularise = config.r1_gamma > 0 and (state.step * config.d_steps + d_step) % config.r1_every == 0
         if state.private:
             state.private.optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             state.private.step()
         else:
             state.opt_discriminator.zero_grad(set_to_none=True)
-            d_loss.backward()
+            (d_loss + r1_penalty(state, real_seen, cond, config) if regularise else d_loss).backward()
             state.opt_discriminator.step()
-    # update G: maximise log D(G(z)) (the non-saturating form), on the same fakes
+    # update G: minimise its loss on D(augment(G(z))), on the same fakes
     with state.private.hooks_off() if state.private else contextlib.nullcontext():
         with autocast(device):
             g_logits = state.discriminator(fake, fake_labels)
-            g_loss = F.binary_cross_entropy_with_logits(g_logits.float(), torch.ones_like(g_logits, dtype=torch.float32))
+            g_loss = g_loss_term(g_logits, config)
         state.opt_generator.zero_grad(set_to_none=True)
         g_loss.backward()
     state.opt_generator.step()
+    if state.generator_ema is not None:
+        state.generator_ema.update_parameters(state.generator)
     state.step += 1
     stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(), torch.sigmoid(fake_logits.detach().float()).mean()])
     d_l, g_l, d_r, d_f = stats.tolist()  # one device sync per step
@@ -163,12 +232,14 @@ def train_epoch(state: GANState, images: torch.Tensor, labels: torch.Tensor, con
 
 @torch.no_grad()
 def generate(state: GANState, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
-    """Images from given noise with the generator in eval mode (running statistics, no updates)."""
-    was_training = state.generator.training
-    state.generator.eval()
-    out = [state.generator(z[i : i + batch_size].to(state.device), None if labels is None else labels[i : i + batch_size].to(state.device)).float().cpu()
+    """Images from given noise with the sampling generator (the EMA when there is one) in eval
+    mode (running statistics, no updates)."""
+    generator = state.sampler
+    was_training = generator.training
+    generator.eval()
+    out = [generator(z[i : i + batch_size].to(state.device), None if labels is None else labels[i : i + batch_size].to(state.device)).float().cpu()
            for i in range(0, len(z), batch_size)]
-    state.generator.train(was_training)
+    generator.train(was_training)
     return torch.cat(out)
 
 

@@ -13,6 +13,10 @@ Details that matter:
 - per-sample hooks are switched off during the generator update, which back-propagates through
   the discriminator but must neither count as a private step nor leave per-sample gradients;
 - batch norm mixes samples in a batch and is refused: DP needs `--norm group` (or none);
+- Opacus cannot differentiate per sample through spectral normalisation's parametrisation, so
+  the small-data recipe runs DP with `--no-spectral-norm --norm group`: DP-SGD's per-sample
+  clipping already bounds how far one image moves the discriminator; augmentation, the hinge
+  loss and the EMA of G all work unchanged;
 - batches are shuffled, not Poisson-sampled; the accountant's sampling rate is batch/N, the
   usual approximation (Opacus makes the same one without Poisson sampling);
 - the history is kept in every checkpoint, so ε continues across a resume.
@@ -32,7 +36,7 @@ import torch
 
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import Discriminator
+from fedgan.models.dcgan import Discriminator, GANConfig
 
 if TYPE_CHECKING:
     from fedgan.training.loop import GANState
@@ -111,6 +115,17 @@ class PrivateDiscriminator:
         self.hooks._close()
 
 
+def check_private_model(model_config: GANConfig, config: TrainConfig) -> None:
+    """Refuse, with the fix, the settings that DP-SGD cannot train (a federation checks before its engine starts)."""
+    if not config.private:
+        return
+    if config.r1_gamma > 0:
+        raise FedGANError("differential privacy cannot run with the R1 penalty (Opacus has no per-sample double backward): set r1-gamma to 0")
+    if model_config.spectral_norm:
+        raise FedGANError("differential privacy cannot train a spectrally normalised discriminator (Opacus has no per-sample "
+                          "gradients through it): add --no-spectral-norm --norm group (model: spectral-norm = false, norm = \"group\")")
+
+
 def attach_privacy(state: GANState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None) -> None:
     """Make `state`'s discriminator updates DP-SGD when `config` asks for it.
 
@@ -119,6 +134,7 @@ def attach_privacy(state: GANState, config: TrainConfig, dataset_size: int, tota
     """
     if not config.private:
         return
+    check_private_model(state.model_config, config)
     if saved:
         noise, history = float(saved["noise"]), [tuple(h) for h in saved["history"]]
     else:

@@ -2,9 +2,10 @@
 
 ```
 RUN/config.toml       seed, configs, versions, the store's hash, the `--init` checkpoint
-RUN/metrics.jsonl     one line per step: epoch, step, losses, D(x), D(G(z)), images/s
+RUN/metrics.jsonl     one line per step: epoch, step, losses, D(x), D(G(z)), images/s, training seconds;
+                      every `eval-every` steps one more with "eval": KID and FD on the store's fixed evaluator
 RUN/samples/          epoch-NNNN.png, fixed noise
-RUN/checkpoints/      epoch-NNNN.pt and `latest`
+RUN/checkpoints/      epoch-NNNN.pt, `latest`, and best.pt (the lowest in-training KID so far)
 ```
 """
 
@@ -13,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,12 +27,15 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
-from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
-from fedgan.training.loop import GANState, Throughput, new_state, train_epoch
+from fedgan.training.checkpoint import BEST, init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
+
+#: measures a training state's images (e.g. `fedgan.evaluation.probe.QualityProbe`): {"kid": ..., "fd": ..., ...}
+Probe = Callable[[GANState], dict[str, float]]
 
 
 def load_training_data(store: Store, conditional: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,9 +76,11 @@ def train_centralised(
     device: torch.device = torch.device("cpu"),
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    probe: Probe | None = None,
 ) -> GANState:
     """Train from scratch (or from `init`'s weights) for `train_config.epochs` epochs.
 
+    `probe` measures quality every `train_config.eval_every` steps (and keeps `checkpoints/best`);
     `stop_after_epochs` ends the process early as an interruption would (for resume tests).
     """
     if (run / "checkpoints").exists():
@@ -90,10 +98,11 @@ def train_centralised(
     run.mkdir(parents=True, exist_ok=True)
     write_run_record(run, seed=train_config.seed, stores={"train": store_path},
                      config={"model": to_dict(config), "train": to_dict(train_config), "init": {"checkpoint": str(init) if init else ""}})
-    return _train(state, train_config, images, labels, run, progress, stop_after_epochs, store_path)
+    return _train(state, train_config, images, labels, run, progress, stop_after_epochs, store_path, probe, {})
 
 
-def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.device = torch.device("cpu"), progress: bool = True) -> GANState:
+def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.device = torch.device("cpu"), progress: bool = True,
+                       probe: Probe | None = None) -> GANState:
     """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
     data = read_checkpoint(run / "checkpoints" / "latest")
     state, train_config = restore_state(data, device)
@@ -106,33 +115,50 @@ def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.de
     attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)), data.get("privacy"))
     truncate_metrics(run / "metrics.jsonl", state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
-    return _train(state, train_config, images, labels, run, progress, None, store_path)
+    return _train(state, train_config, images, labels, run, progress, None, store_path, probe, data["extra"])
 
 
-def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path,
-           progress: bool, stop_after_epochs: int | None, store_path: Path) -> GANState:
+def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path, progress: bool,
+           stop_after_epochs: int | None, store_path: Path, probe: Probe | None, saved: dict) -> GANState:
+    """The epochs still to do; `saved` is the resumed checkpoint's extra record (training seconds, best KID)."""
     steps_per_epoch = len(images) // min(config.batch_size, len(images))
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch, desc="train", unit="step",
                disable=not progress, dynamic_ncols=True)
     speed = Throughput()
+    progress_record = {"store": str(store_path), "seconds": float(saved.get("seconds", 0.0)), "best_kid": saved.get("best_kid")}
+    step_started = time.perf_counter()
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as metrics:
-        def on_step(state: GANState, stats, batch: int) -> None:  # noqa: ANN001 - StepStats
+        def on_step(state: GANState, stats: StepStats, batch: int) -> None:
+            nonlocal step_started
+            progress_record["seconds"] += time.perf_counter() - step_started
             if not stats.finite():
                 raise FedGANError(f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
                                   f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)")
             rate = speed.add(batch)
-            line = {"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2)}
+            line = {"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2),
+                    "seconds": round(progress_record["seconds"], 3)}
             if state.private:
                 line["epsilon"] = round(state.private.epsilon(), 4)
             metrics.write(json.dumps(line) + "\n")
-            bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
+            if probe is not None and config.eval_every and state.step % config.eval_every == 0:
+                quality = probe(state)
+                metrics.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, "eval": True,
+                                          "seconds": line["seconds"], **quality}) + "\n")
+                if progress_record["best_kid"] is None or quality["kid"] < progress_record["best_kid"]:
+                    progress_record["best_kid"] = quality["kid"]
+                    save_checkpoint(state, config, run / "checkpoints", BEST, extra=progress_record, latest=False)
+                bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality['kid']:.3g}", refresh=False)
+            else:
+                bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
             bar.update()
+            step_started = time.perf_counter()
 
         while state.epoch < config.epochs:
+            step_started = time.perf_counter()
             train_epoch(state, images, labels, config, on_step)
             metrics.flush()
             save_samples(state, run / "samples" / f"epoch-{state.epoch:04d}.png", config.sample_count, config.seed)
-            save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra={"store": str(store_path)})
+            save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra=progress_record)
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break
     bar.close()

@@ -1,0 +1,47 @@
+"""Named training recipes: the paper's, and the small-data default.
+
+The defaults of `GANConfig` and `TrainConfig` *are* the small-data recipe, so there is one place
+where each default is typed. A recipe other than the default is a set of overrides applied
+before the user's own `--config` file and flags, which always win.
+
+- `small-data` (default): what the small-data GAN literature measured to keep a discriminator
+  from memorising a few hundred images: DiffAugment of real and fake images in both updates
+  (Zhao et al. 2020), mirrored real images (StyleGAN's `--mirror`), a spectrally normalised
+  discriminator without batch norm (Miyato et al. 2018), the hinge loss, two learning rates
+  (TTUR: D 4e-4, G 1e-4) with Adam beta = (0, 0.99), and an EMA of the generator for sampling
+  (Yazici et al. 2019). Each part was kept because `benchmarks/recipe_quality.py` measured it
+  helping at equal time (docs/recipe.md); R1 and resize-convolution upsampling stay optional.
+- `paper`: the paper's DCGAN exactly: BCE with a 0.9 real target, batch norm in both networks,
+  Adam 2e-4 with beta1 = 0.5, no augmentation, no EMA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from fedgan.config import TrainConfig
+from fedgan.errors import FedGANError
+
+if TYPE_CHECKING:  # torch stays out of `fedgan --help`, which lists the recipes
+    from fedgan.models.dcgan import GANConfig
+
+DEFAULT_RECIPE = "small-data"
+
+#: recipe -> (GANConfig overrides, TrainConfig overrides); the default recipe overrides nothing
+RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    DEFAULT_RECIPE: ({}, {}),
+    "paper": (
+        {"spectral_norm": False, "upsample": "transposed", "norm": "batch"},
+        {"loss": "bce", "augment": "", "mirror": False, "ema_decay": 0.0, "r1_gamma": 0.0, "real_label": 0.9, "beta1": 0.5, "beta2": 0.999,
+         "lr_generator": 2e-4, "lr_discriminator": 2e-4},
+    ),
+}
+
+
+def apply_recipe(name: str, model: GANConfig, train: TrainConfig) -> tuple[GANConfig, TrainConfig]:
+    """`model` and `train` with recipe `name`'s settings laid over them."""
+    if name not in RECIPES:
+        raise FedGANError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    model_overrides, train_overrides = RECIPES[name]
+    return dataclasses.replace(model, **model_overrides), dataclasses.replace(train, **train_overrides)
