@@ -259,3 +259,13 @@ def test_a_private_federation_with_spectral_norm_fails_before_its_engine_starts(
     with pytest.raises(FedGANError, match="--no-spectral-norm --norm group"):
         federate(graded_store, tmp_path / "fed", clients=2, model_config=TINY, train_config=TrainConfig(dp_noise=1.0))
     assert not (tmp_path / "fed").exists()
+
+
+def test_only_the_newest_checkpoints_and_best_are_kept(graded_store: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=5, batch_size=8, seed=2, eval_every=4, sample_count=10, keep_checkpoints=2)
+    train_centralised(graded_store, tmp_path / "run", model_config=TINY, train_config=config, conditional=True, progress=False,
+                      probe=ScriptedProbe({4: 1.0}))
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["best.pt", "epoch-0004.pt", "epoch-0005.pt"]
+    assert (folder / "latest").resolve().name == "epoch-0005.pt" and read_checkpoint(folder / "best.pt")["step"] == 4
+    assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 5  # grids are small and all kept

@@ -419,6 +419,7 @@ def _add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     group.add_argument("--eval-every", type=int, help="steps between KID/FD evaluations on the store's fixed evaluator (train), or "
                                                       "any value > 0 for one per round (federate); keeps checkpoints/best (default: 0, off)")
     group.add_argument("--eval-count", type=int, help="generated images per in-training evaluation (default: 256)")
+    group.add_argument("--keep-checkpoints", type=int, help="newest epoch/round checkpoints to keep besides best.pt; 0 keeps all (default: 3)")
     group = parser.add_argument_group("differential privacy (DP-SGD on the discriminator; needs --no-spectral-norm --norm group)")
     group.add_argument("--dp-epsilon", type=float, help="target epsilon over the whole run; sets the noise (default: off)")
     group.add_argument("--dp-noise", type=float, help="noise multiplier instead of a target epsilon (default: off)")

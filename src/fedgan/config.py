@@ -96,6 +96,7 @@ class TrainConfig:
     r1_every: int = 16  # discriminator steps between R1 penalties
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation
+    keep_checkpoints: int = 3  # newest epoch/round checkpoints kept (besides best.pt); 0 keeps all
     # Differential privacy of the discriminator (DP-SGD, see fedgan.training.privacy): off unless
     # a target epsilon or a noise multiplier is given.
     dp_epsilon: float = 0.0  # target epsilon over the whole run; sets the noise multiplier
@@ -114,8 +115,8 @@ class TrainConfig:
             raise FedGANError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.ema_decay < 1 or self.r1_gamma < 0 or self.r1_every < 1:
             raise FedGANError("need 0 <= ema-decay < 1, r1-gamma >= 0 and r1-every >= 1")
-        if self.eval_every < 0 or self.eval_count < 10:
-            raise FedGANError("need eval-every >= 0 and eval-count >= 10")
+        if self.eval_every < 0 or self.eval_count < 10 or self.keep_checkpoints < 0:
+            raise FedGANError("need eval-every >= 0, eval-count >= 10 and keep-checkpoints >= 0")
         if not 0.5 < self.real_label <= 1.0:
             raise FedGANError(f"real-label must be in (0.5, 1], got {self.real_label}")
         if min(self.lr_generator, self.lr_discriminator) <= 0:

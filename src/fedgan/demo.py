@@ -46,14 +46,14 @@ class DemoConfig:
     ct_size: int = 256
     image_size: int = 64  # preprocessed size: 64 px is what a 2-core CPU trains at usefully (128 is the full setting)
     pretrain_epochs: int = 3  # GAN epochs on the CT store
-    train_epochs: int = 55  # GAN epochs on the fundus store (21 steps each), starting from the CT weights: ~4.5 minutes
+    train_epochs: int = 48  # GAN epochs on the fundus store (21 steps each), starting from the CT weights: ~4 minutes
     generator_width: int = 256  # a quarter of the paper's widths: ~8x fewer FLOPs, so a CPU shows anatomy in minutes
     discriminator_width: int = 32
     batch_size: int = 32
     eval_every: int = 105  # steps between in-training KID evaluations (every 5 epochs)
     sample_count: int = 50  # 10 per grade in every grid
     hospitals: int = 3  # the federated part: label-split across this many simulated hospitals
-    rounds: int = 8
+    rounds: int = 6
     local_epochs: int = 3
     seed: int = 0
 

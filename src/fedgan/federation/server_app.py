@@ -31,7 +31,7 @@ from fedgan.federation.failures import short_reason
 from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
-from fedgan.training.checkpoint import BEST, save_checkpoint
+from fedgan.training.checkpoint import BEST, prune_checkpoints, save_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.privacy import History, epsilon
 from fedgan.training.samples import save_samples
@@ -140,6 +140,7 @@ class RoundRecorder:
         save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", f"round-{global_round:04d}",
                         extra={"round": global_round, "rounds": self.settings.rounds,
                                "privacy": {k: [list(h) for h in v] for k, v in self.privacy.items()}})
+        prune_checkpoints(self.settings.run / "checkpoints", "round", self.settings.train_config.keep_checkpoints)
         seconds = time.perf_counter() - self.round_started
         if self.probe is not None:
             quality = self.probe(self.state)

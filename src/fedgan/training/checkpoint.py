@@ -73,6 +73,18 @@ def save_checkpoint(state: GANState, train_config: TrainConfig, folder: Path, na
     return path
 
 
+def prune_checkpoints(folder: Path, prefix: str, keep: int) -> None:
+    """Delete all but the newest `keep` of our own `prefix-NNNN.pt` files (never `best.pt`, never
+    what `latest` points at); `keep` 0 keeps everything. A 20-epoch run of the paper's widths
+    would otherwise leave 2 GB of checkpoints."""
+    if keep <= 0:
+        return
+    latest = (folder / LATEST).resolve().name if (folder / LATEST).exists() else None
+    numbered = sorted(p for p in folder.glob(f"{prefix}-[0-9][0-9][0-9][0-9].pt") if p.name != latest)
+    for old in numbered[: max(len(numbered) - (keep - 1 if latest else keep), 0)]:
+        old.unlink()
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and validate a checkpoint file; every failure is one line naming the file."""
     path = Path(path)

@@ -27,7 +27,7 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
-from fedgan.training.checkpoint import BEST, init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from fedgan.training.checkpoint import BEST, init_from_checkpoint, prune_checkpoints, read_checkpoint, restore_state, save_checkpoint
 from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.samples import save_samples
@@ -159,6 +159,7 @@ def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: t
             metrics.flush()
             save_samples(state, run / "samples" / f"epoch-{state.epoch:04d}.png", config.sample_count, config.seed)
             save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra=progress_record)
+            prune_checkpoints(run / "checkpoints", "epoch", config.keep_checkpoints)
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break
     bar.close()
