@@ -269,3 +269,24 @@ def test_only_the_newest_checkpoints_and_best_are_kept(graded_store: Path, tmp_p
     assert sorted(p.name for p in folder.glob("*.pt")) == ["best.pt", "epoch-0004.pt", "epoch-0005.pt"]
     assert (folder / "latest").resolve().name == "epoch-0005.pt" and read_checkpoint(folder / "best.pt")["step"] == 4
     assert len(list((tmp_path / "run" / "samples").glob("*.png"))) == 5  # grids are small and all kept
+
+
+def test_train_command_evaluates_while_training_and_after_resume(fundus_set: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = prepare_store(fundus_set, tmp_path / "store", preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0.4),
+                          workers=1, progress=False).out  # >= 10 graded held-out images for the evaluator
+    base = [sys.executable, "-m", "fedgan", "train", "-q", "--device", "cpu"]
+    tiny = ["--generator-width", "64", "--discriminator-width", "8", "--latent-dim", "16", "--batch-size", "8", "--eval-every", "2",
+            "--eval-count", "16"]
+    first = subprocess.run([*base, "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1", "--conditional", *tiny],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([*base, "--resume", str(tmp_path / "r"), "--epochs", "2"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = max(line["step"] for line in lines)
+    assert [line["step"] for line in lines if line.get("eval")] == list(range(2, steps + 1, 2))
+    assert all(line["kid"] == line["kid"] and "kid_grader" in line for line in lines if line.get("eval"))  # finite, both spaces
+    assert (tmp_path / "r" / "checkpoints" / "best.pt").is_file()

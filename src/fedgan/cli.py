@@ -531,22 +531,35 @@ def run_partition(args: argparse.Namespace) -> None:
     print(partition_table(labels, parts))
 
 
+def _probe(store: Path, train: Any) -> Any:
+    """The in-training quality probe when `--eval-every` asks for one (it needs the store's evaluator)."""
+    if not train.eval_every:
+        return None
+    from fedgan.evaluation.probe import QualityProbe
+
+    return QualityProbe.for_store(store, count=train.eval_count, seed=train.seed)
+
+
 def run_train(args: argparse.Namespace) -> None:
+    from fedgan.config import TrainConfig
+    from fedgan.training.checkpoint import read_checkpoint
     from fedgan.training.device import resolve_device
-    from fedgan.training.run import resume_centralised, train_centralised
+    from fedgan.training.run import resume_centralised, run_store, train_centralised
 
     device = resolve_device(args.device)
     if args.resume:
         if args.store or args.out or args.init:
             raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init")
-        state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet)
+        train = read_checkpoint(args.resume / "checkpoints" / "latest")["train_config"]
+        probe = _probe(run_store(args.resume), TrainConfig(**train))
+        state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet, probe=probe)
         run = args.resume
     else:
         if not args.store or not args.out:
             raise FedGANError("fedgan train needs --store and --out (or --resume RUN)")
         model, train = _gan_configs(args)
         state = train_centralised(args.store, args.out, model_config=model, train_config=train, conditional=args.conditional,
-                                  init=args.init, device=device, progress=not args.quiet)
+                                  init=args.init, device=device, progress=not args.quiet, probe=_probe(args.store, train))
         run = args.out
     print(f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, losses in {run / 'metrics.jsonl'}")

@@ -108,14 +108,18 @@ def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.de
     state, train_config = restore_state(data, device)
     if epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=epochs)
-    record = tomllib.loads((run / "config.toml").read_text())
-    store_path = Path(record["data"]["train"]["path"])
+    store_path = run_store(run)
     store = Store(store_path)
     images, labels = load_training_data(store, state.model_config.conditional)
     attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)), data.get("privacy"))
     truncate_metrics(run / "metrics.jsonl", state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
     return _train(state, train_config, images, labels, run, progress, None, store_path, probe, data["extra"])
+
+
+def run_store(run: Path) -> Path:
+    """The store a run trains on, from its run record."""
+    return Path(tomllib.loads((run / "config.toml").read_text())["data"]["train"]["path"])
 
 
 def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path, progress: bool,
