@@ -99,7 +99,8 @@ def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, refer
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()), "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
         "real_store": str(store.path.resolve()), "evaluator_sha256": evaluator.sha256, "seed": seed,
-        "counts": {"real": len(real_images), "generated": len(images)}, "headline_space": HEADLINE,
+        "counts": {"real": len(real_images), "generated": len(images), "evaluator": len(heldout_halves(store)[0])},
+        "headline_space": HEADLINE,
         "fidelity": over_draws(fidelity, real_features, fake_features),
         "fidelity_grader": over_draws(fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]),
         "intervals": {"draws": DRAWS},

@@ -200,7 +200,8 @@ def metrics_section(run: Path) -> str:
         return f"{fmt(v['value'])} ({fmt(v['low'])} – {fmt(v['high'])})" if v else "–"
 
     out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, with the fixed "
-           f"evaluator <code>{result['evaluator_sha256'][:12]}</code>, made from held-out real images no GAN saw. Two feature "
+           f"evaluator <code>{result['evaluator_sha256'][:12]}</code>, made from {result['counts'].get('evaluator', 'the')} held-out "
+           "real images no GAN saw (the other half of the held-out split tests the graders below). Two feature "
            "spaces: <b>structure</b> (the headline: fixed measurements of layout, sharpness, vessel orientation and tiling "
            "artefacts, which worsen under blur, checkerboards, missing vessels and repeated images) and <b>grader</b> (a DR "
            "grade classifier's features: it tracks lesions and is blind to anatomy). Each value is the mean over "
