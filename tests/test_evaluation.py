@@ -15,7 +15,7 @@ from fedgan.config import StoreConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
-from fedgan.evaluation.evaluator import load_evaluator
+from fedgan.evaluation.evaluator import heldout_halves, load_evaluator
 from fedgan.evaluation.fidelity import fd, fidelity, frechet_distance, kid, over_draws, prdc, realism_scores
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
@@ -110,7 +110,8 @@ def test_evaluate_a_tiny_conditional_run(eval_store: Path, tmp_path: Path) -> No
     result = evaluate_run(tmp_path / "run", eval_store, count=40, reference=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert saved["counts"] == {"real": len(Store(eval_store).labels("train")), "generated": 40}
+    assert saved["counts"] == {"real": len(Store(eval_store).labels("train")), "generated": 40,
+                               "evaluator": len(heldout_halves(Store(eval_store))[0])}
     assert saved["evaluator_sha256"] == load_evaluator(eval_store).sha256
     for name in ("fd", "kid", "precision", "recall", "density", "coverage", "realism_score"):
         assert np.isfinite(saved["fidelity"][name]["value"]), name
