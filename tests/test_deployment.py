@@ -83,7 +83,7 @@ def federation(tmp_path: Path, hospital_stores: list[Path]) -> Iterator[dict[str
         wait_for_port(link_port, link)
         for k, store in enumerate(hospital_stores):
             start(f"supernode{k}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}", "--port", str(free_port()),
-                  "--node-config", f'data-dir="{store}" partition-id={k}')
+                  "--node-config", f'data-dir="{store}" partition-id={k} state-dir="{tmp_path / f"state{k}"}"')
         yield env
     finally:
         for process in processes:  # by PID, then the process group for any app process left behind
@@ -122,3 +122,10 @@ def test_three_supernodes_run_the_app_then_continue_with_secure_aggregation(fede
     assert sorted(r["client"] for r in secure if "client" in r) == [0, 1, 2]
     assert all(r["clipped"] == 0 and r["round"] == 3 for r in secure if "client" in r)
     assert read_checkpoint(run)["extra"]["round"] == 3
+
+    # mdgan: the generator at the coordinator, each discriminator in its hospital's own state-dir.
+    split = tmp_path / "split"
+    flwr_run(federation, tmp_path, f"federation.run-dir='{split}' federation.rounds=1 algorithm.name='mdgan' model.num-classes=5 {TINY}")
+    judged = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines() if '"client"' in line]
+    assert sorted(r["client"] for r in judged) == [0, 1, 2] and sum(r["bytes_sent"] for r in judged) > 0
+    assert all((tmp_path / f"state{k}" / "round-0001.pt").exists() for k in range(3))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgan import __version__
-from fedgan.config import AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES
+from fedgan.config import ALGORITHMS, AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES, AlgorithmConfig
 from fedgan.errors import FedGANError
 from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES
 
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="FedAvg weights: by images (default) or the paper's unweighted mean")
     group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
     group.add_argument("--client-cpus", type=int, default=0, help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)")
+    _add_algorithm_options(federate)
     group = federate.add_argument_group("client-level differential privacy (hides each hospital's whole update)")
     group.add_argument("--client-dp-noise", type=float, help="noise multiplier of Flower's server-side clipping wrapper (needs --weighting unweighted)")
     group.add_argument("--client-dp-clip", type=float, default=1.0, help="L2 bound of each hospital's update (default: 1.0)")
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         """
         fedgan sweep --store stores/fundus --clients 3,5,7,10 --rounds 5 --out runs/sweep --conditional
         fedgan sweep --store stores/fundus --clients 3,10 --rounds 2 --out runs/sweep-small --init runs/ct-pretrain/checkpoints/latest
+        fedgan sweep --store stores/fundus --clients 3,10 --rounds 8 --epochs 3 --conditional --algorithms fedavg,mdgan --out runs/sweep-algorithms
         """,
     )
     sweep.add_argument("--store", type=Path, required=True, help="prepared fundus store")
@@ -368,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--rounds", type=int, default=3, help="federated rounds (default: 3)")
     sweep.add_argument("--init", type=Path, metavar="CKPT", help="start every member from this pretrained checkpoint")
     sweep.add_argument("--count", type=int, help="generated images per evaluation (default: as many as real training images)")
+    sweep.add_argument("--algorithms", default="fedavg",
+                       help=f"federated algorithms to compare, comma-separated from {', '.join(ALGORITHMS)} (default: fedavg)")
+    _add_algorithm_options(sweep)
     _add_gan_options(sweep, epochs_help="local epochs per round; the baseline trains rounds x this (default: 1)")
     _add_common(sweep)
 
@@ -393,6 +398,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)")
     _add_common(demo, workers=True)
     return parser
+
+
+def _add_algorithm_options(parser: argparse.ArgumentParser) -> None:
+    """How hospitals are combined (`federate`; `sweep` takes a list of algorithms instead of --algorithm)."""
+    defaults = AlgorithmConfig()
+    group = parser.add_argument_group("algorithm (see docs/federation.md)")
+    if parser.prog.endswith("federate"):
+        group.add_argument("--algorithm", default=defaults.name, choices=ALGORITHMS,
+                           help="fedavg (the paper's); fedavgm/fedadam/fedyogi: Flower's server optimisers; fedprox: proximal "
+                                "local training; mdgan: the generator at the server, a discriminator per hospital that never "
+                                f"leaves it (default: {defaults.name})")
+    group.add_argument("--server-lr", type=float, default=defaults.server_lr,
+                       help="server step size of fedavgm/fedadam/fedyogi; 0: the algorithm's default, 1.0 or 3e-3 (default: 0)")
+    group.add_argument("--server-momentum", type=float, default=defaults.server_momentum,
+                       help=f"fedavgm's momentum, fedadam/fedyogi's beta1 (default: {defaults.server_momentum})")
+    group.add_argument("--proximal-mu", type=float, default=defaults.proximal_mu,
+                       help=f"fedprox: weight of the proximal term (default: {defaults.proximal_mu})")
+    group.add_argument("--pack", type=int, default=defaults.pack,
+                       help=f"mdgan: generator steps whose images travel in one message exchange (default: {defaults.pack})")
+
+
+def _algorithm(args: argparse.Namespace, name: str) -> AlgorithmConfig:
+    return AlgorithmConfig(name, args.server_lr, args.server_momentum, args.proximal_mu, args.pack)
 
 
 def _add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
@@ -584,7 +612,8 @@ def run_federate(args: argparse.Namespace) -> None:
                        model_config=model, train_config=train, conditional=args.conditional, init=args.init, alpha=args.alpha,
                        fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful,
                        client_cpus=args.client_cpus, secagg=SecAggSettings(clip=args.secagg_clip) if args.secagg else None,
-                       client_dp=ClientDP(args.client_dp_noise, args.client_dp_clip) if args.client_dp_noise is not None else None)
+                       client_dp=ClientDP(args.client_dp_noise, args.client_dp_clip) if args.client_dp_noise is not None else None,
+                       algorithm=_algorithm(args, args.algorithm))
     print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 
@@ -650,7 +679,7 @@ def run_sweep(args: argparse.Namespace) -> None:
         raise FedGANError(f"--clients must be comma-separated integers, got {args.clients!r}") from None
     model, train = _gan_configs(args, epochs=1)
     settings = SweepSettings(args.store, args.out, clients, args.partition, args.rounds, model, train, args.conditional,
-                             args.init, args.count)
+                             args.init, args.count, tuple(_algorithm(args, name.strip()) for name in args.algorithms.split(",")))
     rows = run_sweep(settings)
     print(format_table(rows))
     print(f"comparison in {args.out / 'report.html'} and {args.out / 'sweep.json'}")

@@ -27,6 +27,7 @@ LOSSES = ("hinge", "bce")
 NORMS = ("batch", "group", "none")
 UPSAMPLES = ("transposed", "resize")
 AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
+ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,28 @@ class TrainConfig:
             raise FedGANError("learning rates must be > 0")
         if min(self.dp_epsilon, self.dp_noise) < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedGANError("need dp-epsilon >= 0, dp-noise >= 0, dp-clip > 0 and 0 < dp-delta < 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmConfig:
+    """How a federation combines its hospitals (see `fedgan.federation.algorithms`).
+
+    `server_lr` 0 means the algorithm's own default (`SERVER_LR` there), chosen by measurement:
+    a server-side Adam step is normalised, so its size must match one round's local change
+    (about local steps x the local learning rate), not Flower's generic 0.1.
+    """
+
+    name: str = "fedavg"  # one of ALGORITHMS
+    server_lr: float = 0.0  # fedavgm/fedadam/fedyogi: the server's step size; 0: the algorithm's default
+    server_momentum: float = 0.9  # fedavgm: momentum of the server's SGD; fedadam/fedyogi: beta1
+    proximal_mu: float = 0.01  # fedprox: weight of mu/2 |w - w_global|^2 in each hospital's losses
+    pack: int = 2  # mdgan: generator steps whose images travel in one message exchange (measured: 3+ degrades G)
+
+    def __post_init__(self) -> None:
+        if self.name not in ALGORITHMS:
+            raise FedGANError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
+        if self.server_lr < 0 or not 0 <= self.server_momentum < 1 or self.proximal_mu < 0 or self.pack < 1:
+            raise FedGANError("need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0 and pack >= 1")
 
 
 def to_kebab(name: str) -> str:

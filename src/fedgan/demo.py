@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig, to_dict
+from fedgan.config import AlgorithmConfig, PreprocessConfig, StoreConfig, TrainConfig, to_dict
 from fedgan.data.inspect import describe_store
 from fedgan.data.partition import partition, partition_table
 from fedgan.data.prepare import prepare_store
@@ -53,6 +53,7 @@ class DemoConfig:
     eval_every: int = 105  # steps between in-training KID evaluations (every 5 epochs)
     sample_count: int = 50  # 10 per grade in every grid
     hospitals: int = 3  # the federated part: label-split across this many simulated hospitals
+    algorithm: str = "mdgan"  # G at the server, a D per hospital: the best under label skew (docs/federation.md)
     rounds: int = 6
     local_epochs: int = 3
     seed: int = 0
@@ -137,11 +138,11 @@ def run_demo(out: Path, *, config: DemoConfig = DemoConfig(), fresh: bool = Fals
                  + f"; sample grids (one row per grade 0-4) in {runs['train'] / 'samples'}")
     federate(stores["fundus"], runs["federated"], clients=config.hospitals, partition_kind="label-split", rounds=config.rounds,
              model_config=model_config, train_config=dataclasses.replace(train_config, epochs=config.local_epochs, eval_every=1), conditional=True,
-             init=runs["pretrain"] / "checkpoints" / "latest")
+             init=runs["pretrain"] / "checkpoints" / "latest", algorithm=AlgorithmConfig(config.algorithm))
     rounds = [json.loads(line) for line in (runs["federated"] / "metrics.jsonl").read_text().splitlines() if '"aggregate"' in line]
     curve = ", ".join(f"round {r['round']}: KID {r['kid']:.3g}" for r in rounds)
-    lines.append(f"federated the same model across {config.hospitals} simulated hospitals with Flower (label-split, "
-                 f"{config.local_epochs} local epochs per round, from the CT weights): {curve}; {runs['federated']}")
+    lines.append(f"federated the same model across {config.hospitals} simulated hospitals with Flower ({config.algorithm}, label-split, "
+                 f"{config.local_epochs} epochs per round, from the CT weights): {curve}; {runs['federated']}")
     lines += ["", "evaluation with the fundus store's fixed evaluator: FD, precision and recall in its structure space (layout, "
               "sharpness, vessels, artefacts; the headline), KID also in its grader space (lesions);",
               f"realism (paper) uses one reference discriminator for both: the centrally trained one ({runs['train']})"]

@@ -1,4 +1,5 @@
-"""`fedgan sweep`: the paper's comparison — a centralised baseline and each federation size.
+"""`fedgan sweep`: the paper's comparison — a centralised baseline and each federation size,
+for each federated algorithm asked for.
 
 Every member trains the same model from the same seed (and `--init`) with the same budget: the
 centralised run trains `rounds x local_epochs` epochs, each federation `rounds` rounds of
@@ -7,7 +8,8 @@ evaluated with the store's one fixed evaluator, and the paper's realism score us
 discriminator for all: the centralised baseline's final one.
 
 ```
-DIR/centralised/, DIR/clients-3/, ...   run folders (each with eval/metrics.json and report.html)
+DIR/centralised/, DIR/clients-3/, ...   run folders (each with eval/metrics.json and report.html);
+                                        DIR/mdgan-clients-3/, ... for algorithms other than fedavg
 DIR/sweep.json                          the comparison table as data
 DIR/report.html                         the comparison table and each member's final samples
 ```
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgan.atomic import write_text_atomic
-from fedgan.config import TrainConfig
+from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.evaluator import load_evaluator
 from fedgan.federation.simulate import federate, resume_federation
@@ -56,6 +58,12 @@ class SweepSettings:
     conditional: bool = False  # True: grade-conditional, which TSTR utility needs
     init: Path | None = None
     count: int | None = None  # generated images per evaluation (default: as many as real training images)
+    algorithms: tuple[AlgorithmConfig, ...] = (AlgorithmConfig(),)
+
+
+def member_name(algorithm: str, clients: int) -> str:
+    """`clients-3` for FedAvg (the paper's sweep), `mdgan-clients-3` for another algorithm."""
+    return f"clients-{clients}" if algorithm == "fedavg" else f"{algorithm}-clients-{clients}"
 
 
 def finished(run: Path, target: int, key: str) -> bool:
@@ -66,7 +74,7 @@ def finished(run: Path, target: int, key: str) -> bool:
     return int(data["extra"]["round"] if key == "round" else data["epoch"]) >= target
 
 
-def train_member(settings: SweepSettings, name: str, clients: int) -> Path:
+def train_member(settings: SweepSettings, name: str, clients: int, algorithm: AlgorithmConfig) -> Path:
     run = settings.out / name
     epochs = settings.train_config.epochs
     if name == CENTRALISED:
@@ -86,7 +94,7 @@ def train_member(settings: SweepSettings, name: str, clients: int) -> Path:
     else:
         federate(settings.store, run, clients=clients, partition_kind=settings.partition, rounds=settings.rounds,
                  model_config=settings.model_config, train_config=settings.train_config, conditional=settings.conditional,
-                 init=settings.init)
+                 init=settings.init, algorithm=algorithm)
     return run
 
 
@@ -97,10 +105,10 @@ def evaluate_member(settings: SweepSettings, run: Path, reference: Path, evaluat
     return evaluate_run(run, settings.store, count=settings.count, reference=reference, seed=settings.train_config.seed)
 
 
-def row(name: str, clients: int, result: dict[str, Any]) -> dict[str, Any]:
+def row(name: str, clients: int, algorithm: str, result: dict[str, Any]) -> dict[str, Any]:
     fidelity = result["fidelity"]
     synthetic = result["utility"]["synthetic_trained"]
-    return {"member": name, "clients": clients, "paper_realism": result["paper_realism"]["value"],
+    return {"member": name, "clients": clients, "algorithm": algorithm, "paper_realism": result["paper_realism"]["value"],
             **{key: fidelity[key]["value"] for key in ("fd", "kid", "precision", "recall", "coverage")},
             "fd_interval": [fidelity["fd"]["low"], fidelity["fd"]["high"]],
             "tstr_kappa": synthetic.get("kappa"), "real_kappa": result["utility"]["real_trained"]["kappa"]}
@@ -117,15 +125,16 @@ def relative(rows: list[dict[str, Any]]) -> None:
 def run_sweep(settings: SweepSettings) -> list[dict[str, Any]]:
     settings.out.mkdir(parents=True, exist_ok=True)
     evaluator = load_evaluator(settings.store)
-    members = [(CENTRALISED, 1), *((f"clients-{n}", n) for n in settings.clients)]
+    members = [(CENTRALISED, 1, AlgorithmConfig()),
+               *((member_name(a.name, n), n, a) for n in settings.clients for a in settings.algorithms)]
     rows = []
     reference = settings.out / CENTRALISED
-    for name, clients in members:
+    for name, clients, algorithm in members:
         log.info("sweep member %s", name)
-        run = train_member(settings, name, clients)
+        run = train_member(settings, name, clients, algorithm)
         result = evaluate_member(settings, run, reference, evaluator.sha256)
         build_report(run)
-        rows.append(row(name, clients, result))
+        rows.append(row(name, clients, "" if name == CENTRALISED else algorithm.name, result))
     relative(rows)
     write_text_atomic(settings.out / "sweep.json", json.dumps({"evaluator_sha256": evaluator.sha256, "rounds": settings.rounds,
                                                                "local_epochs": settings.train_config.epochs, "rows": rows}, indent=2))

@@ -1,1 +1,1 @@
-"""Federated training on Flower: one ServerApp, one ClientApp per hospital, FedAvg over G and D."""
+"""Federated training on Flower: one ServerApp, one ClientApp per hospital; weight averaging or mdgan (docs/federation.md)."""

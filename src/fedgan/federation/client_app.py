@@ -31,9 +31,9 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 
 from fedgan.config import NUM_GRADES, TrainConfig
-from fedgan.data.partition import partition
 from fedgan.data.store import Store
-from fedgan.federation import keys
+from fedgan.federation import keys, split_client
+from fedgan.federation.local_data import local_data
 from fedgan.federation.secure import clipped_update
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
@@ -41,18 +41,12 @@ from fedgan.training.augment import augment_generator
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import GANState, make_ema, make_optimisers, noise_generator, train_epoch
 from fedgan.training.privacy import attach_privacy
+from fedgan.training.proximal import add_proximal_term
 from fedgan.training.run import private_steps_per_epoch
 
 app = ClientApp()
-
-
-@functools.lru_cache(maxsize=4)
-def hospital_data(store: str, kind: str, num_clients: int, partition_id: int, seed: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """This hospital's share of the store's training split (cached across rounds in one process)."""
-    data = Store(Path(store))
-    indices = partition(data.labels("train"), num_clients, kind, seed, alpha=alpha)[partition_id]
-    images, labels = data.load("train", indices)
-    return torch.from_numpy(images), torch.from_numpy(labels)
+app.train(split_client.JUDGE)(split_client.judge)  # mdgan: this hospital's discriminator judges the server's images
+app.query(split_client.GRADES)(split_client.grades)
 
 
 @functools.lru_cache(maxsize=2)
@@ -61,17 +55,6 @@ def networks(model_config_json: str, device: str) -> tuple[Generator, Discrimina
     so rebuilding (and re-initialising 25 M parameters) each round would be wasted time."""
     generator, discriminator = build_models(GANConfig(**json.loads(model_config_json)))
     return generator.to(device), discriminator.to(device)
-
-
-def local_data(config: Mapping[str, Any], context: Context, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    node = context.node_config
-    if "data-dir" in node:  # deployment: the SuperNode's own store, all of it
-        images, labels = hospital_data(str(node["data-dir"]), "iid", 1, 0, seed, 1.0)
-        return images, labels, int(node.get(keys.NODE_PARTITION_ID, 0))
-    partition_id = int(node[keys.NODE_PARTITION_ID])
-    images, labels = hospital_data(str(config[keys.STORE]), str(config[keys.PARTITION]), int(config[keys.NUM_CLIENTS]),
-                                   partition_id, seed, float(config[keys.ALPHA]))
-    return images, labels, partition_id
 
 
 def local_state(config: Mapping[str, Any], seed: int) -> GANState:
@@ -99,6 +82,9 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
     local = dataclasses.replace(train_config, seed=train_config.seed * 1_000_003 + round_number * 1009 + partition_id)
     state = local_state(config, local.seed)
     load_global_weights(state, start)
+    if float(config.get(keys.PROXIMAL_MU, 0.0)) > 0:  # fedprox: the optimisers are this round's, so are the hooks
+        for optimiser in (state.opt_generator, state.opt_discriminator):
+            add_proximal_term(optimiser, float(config[keys.PROXIMAL_MU]))
     per_round = train_config.epochs * private_steps_per_epoch(train_config, len(images))
     if state.generator_ema is not None:  # the average's warm-up continues across rounds instead of restarting
         state.generator_ema.n_averaged.fill_((round_number - 1) * per_round // train_config.d_steps)

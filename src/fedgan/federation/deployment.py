@@ -3,12 +3,13 @@
 Hospitals run a SuperNode each with `--node-config "data-dir=/path/to/their/store"`; the same
 ClientApp as in simulation trains on that store's whole training split. The coordinator's
 settings come from the run config (`[tool.flwr.app.config]` in pyproject.toml, overridable with
-`flwr run . <connection> --run-config "federation.rounds=5"`), in three sections:
+`flwr run . <connection> --run-config "federation.rounds=5"`), in four sections:
 
 - `federation.*`: run-dir (absolute, or relative to the SuperLink's working directory),
   hospitals (how many SuperNodes to wait for), rounds, weighting, fraction, min-successful,
   init (a checkpoint to start from), secagg, secagg-clip, secagg-max-weight (0: ask the
   hospitals for their training-set sizes and use the largest);
+- `algorithm.*`: any `AlgorithmConfig` field (name: fedavg, fedavgm, fedadam, fedyogi, fedprox, mdgan);
 - `model.*`: any `GANConfig` field (resolution must match the hospitals' stores);
 - `train.*`: any `TrainConfig` field (`epochs` = local epochs per round).
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,14 @@ import torch
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedgan.config import TrainConfig, from_dict, to_dict
+from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.failures import short_reason
 from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.server_app import FederationSettings, run_rounds
+from fedgan.federation.split_server import connected_nodes
+from fedgan.federation.algorithms import check_algorithm
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
@@ -51,11 +53,11 @@ server_app = ServerApp()
 
 def sections(run_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`federation.rounds = 2` -> {"federation": {"rounds": 2}}; unknown sections are an error."""
-    out: dict[str, dict[str, Any]] = {"federation": {}, "model": {}, "train": {}}
+    out: dict[str, dict[str, Any]] = {"federation": {}, "algorithm": {}, "model": {}, "train": {}}
     for key, value in run_config.items():
         section, _, name = key.partition(".")
         if section not in out or not name:
-            raise FedGANError(f"run config key {key!r}: expected federation.*, model.* or train.*")
+            raise FedGANError(f"run config key {key!r}: expected federation.*, algorithm.*, model.* or train.*")
         out[section][name] = value
     return out
 
@@ -68,11 +70,13 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
     model_config = from_dict(GANConfig, config["model"])
     train_config = from_dict(TrainConfig, config["train"])
     secagg = SecAggSettings(clip=float(fed["secagg-clip"]), max_weight=float(fed["secagg-max-weight"])) if fed["secagg"] else None
-    start_round, privacy = 0, {}
+    algorithm = from_dict(AlgorithmConfig, config["algorithm"])
+    check_algorithm(algorithm, secagg is not None, False, train_config, float(fed["fraction"]))
+    start_round, resumed = 0, {}
     if (run / "checkpoints" / "latest").exists():
         data = read_checkpoint(run)
         state, train_config = restore_state(data, torch.device("cpu"))
-        model_config, start_round, privacy = state.model_config, int(data["extra"]["round"]), data["extra"].get("privacy", {})
+        model_config, start_round, resumed = state.model_config, int(data["extra"]["round"]), data["extra"]
         log.info("%s holds a run: resuming after round %d", run, start_round)
     else:
         state = new_state(model_config, train_config, torch.device("cpu"))
@@ -80,20 +84,16 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
             init_from_checkpoint(state, Path(str(fed["init"])), train_config)
         run.mkdir(parents=True, exist_ok=True)
         write_run_record(run, seed=train_config.seed, stores={}, config={
-            "federation": {**fed, "partition": OWN_STORES}, "model": to_dict(model_config), "train": to_dict(train_config)})
+            "federation": {**fed, "partition": OWN_STORES}, "algorithm": to_dict(algorithm), "model": to_dict(model_config), "train": to_dict(train_config)})
     settings = FederationSettings(None, run, int(fed["hospitals"]), OWN_STORES, int(fed["rounds"]), model_config, train_config,
                                   fraction=float(fed["fraction"]), weighting=str(fed["weighting"]),
-                                  min_successful=int(fed["min-successful"]), secagg=secagg)
-    return settings, global_weights(state), start_round, privacy
+                                  min_successful=int(fed["min-successful"]), secagg=secagg, algorithm=algorithm)
+    return settings, global_weights(state), start_round, resumed
 
 
 def hospital_sizes(grid: Grid, hospitals: int, timeout: float = 600.0) -> list[int]:
     """Training-set size of each connected hospital, once `hospitals` SuperNodes are connected."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < hospitals:
-        if time.monotonic() > deadline:
-            raise FedGANError(f"only {len(nodes)} of {hospitals} hospitals connected within {timeout:.0f} s")
-        time.sleep(1.0)
+    nodes = connected_nodes(grid, hospitals, timeout)
     queries = [Message(RecordDict(), dst_node_id=node, message_type=f"{MessageType.QUERY}.{keys.SIZE_QUERY}") for node in nodes]
     replies = list(grid.send_and_receive(queries, timeout=timeout))
     failed = [short_reason(r.error.reason) for r in replies if r.has_error()]
@@ -104,7 +104,7 @@ def hospital_sizes(grid: Grid, hospitals: int, timeout: float = 600.0) -> list[i
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    settings, initial, start_round, privacy = deployment_settings(dict(context.run_config))
+    settings, initial, start_round, resumed = deployment_settings(dict(context.run_config))
     if start_round >= settings.rounds:
         log.warning("%s already completed %d of %d rounds; raise federation.rounds to continue", settings.run, start_round, settings.rounds)
         return
@@ -113,4 +113,4 @@ def main(grid: Grid, context: Context) -> None:
         weight = float(max(sizes)) if settings.weighting == "examples" else 1.0
         settings = dataclasses.replace(settings, secagg=dataclasses.replace(settings.secagg, max_weight=weight))
         log.info("SecAgg+: hospitals hold %s training images; max-weight %g", sizes, weight)
-    run_rounds(grid, context, settings, initial, start_round, privacy)
+    run_rounds(grid, context, settings, initial, start_round, resumed)

@@ -18,7 +18,21 @@ WEIGHTING = "weighting"  # examples | unweighted (SecAgg+: the client applies th
 SECAGG_CLIP = "secagg-clip"  # SecAgg+: updates are clipped to +-this before quantisation
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # SecAgg+: the largest weight a hospital may send
 ROUNDS = "rounds"  # total rounds of the run: a DP target epsilon is spread over all of them
+PROXIMAL_MU = "proximal-mu"  # fedprox: weight of the proximal term (the key Flower's FedProx sends)
 THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
+
+# mdgan (fedgan.federation.split_server): the server's images out, the hospitals' gradients back
+JUDGE = "judge"  # train action: judge the fakes of one exchange with this hospital's discriminator
+GRADES = "grades"  # query action: this hospital's partition id and images per grade
+HOSPITAL_STATE = "hospital-state"  # simulation: folder under which each hospital keeps its discriminator
+EXCHANGE = "exchange"  # index of this exchange within the round
+LAST_EXCHANGE = "last-exchange"  # the round's last exchange: the hospital also keeps a round snapshot
+FAKES = "fakes"  # ArrayRecord entries: images to judge, their grades, the step each belongs to
+FAKE_GRADES = "fake-grades"
+STEP_INDEX = "step-index"
+GRADIENTS = "gradients"  # reply: d(G loss)/d(image), one per image received
+DISCRIMINATOR_PREFIX = "discriminator."  # first exchange of a run: the starting discriminator
+NODE_STATE_DIR = "state-dir"  # deployment node config: where an mdgan hospital keeps its discriminator
 
 # MetricRecord entries (client -> server)
 NUM_EXAMPLES = "num-examples"  # FedAvg's example weighting
@@ -34,6 +48,8 @@ DP_RATE = "dp-rate"
 DP_STEPS = "dp-steps"
 CLIPPED = "clipped"  # SecAgg+: share of update values clipped to the range
 LARGEST_UPDATE = "largest-update"  # SecAgg+: largest absolute update value before clipping
+BYTES_RECEIVED = "bytes-received"  # mdgan: what this hospital received and sent this round (they differ by hospital)
+BYTES_SENT = "bytes-sent"
 
 #: aggregation weighting -> the metric that holds each hospital's weight
 WEIGHTINGS = {"examples": NUM_EXAMPLES, "unweighted": UNIT_WEIGHT}

@@ -1,4 +1,8 @@
-"""The ServerApp: FedAvg over the generator and the discriminator, a checkpoint and grid per round.
+"""The ServerApp: the configured algorithm over the hospitals, a checkpoint, grid and KID per round.
+
+Weight-averaging algorithms (FedAvg and Flower's server optimisers, `fedgan.federation.algorithms`)
+average the generator and the discriminator; `mdgan` keeps the generator here and the
+discriminators at the hospitals (`fedgan.federation.split_server`).
 
 Aggregation is example-weighted FedAvg by default (each hospital counts in proportion to its
 images). The paper used an unweighted mean (`weighting="unweighted"`): with label-split data the
@@ -15,19 +19,19 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 
-from fedgan.config import NUM_GRADES, TrainConfig
+from fedgan.config import NUM_GRADES, AlgorithmConfig, TrainConfig
 from fedgan.federation import keys
-from fedgan.federation.failures import short_reason
+from fedgan.federation.algorithms import make_strategy, sampled_hospitals
 from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
@@ -37,6 +41,8 @@ from fedgan.training.privacy import History, epsilon
 from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
+
+SERVER_OPTIMISER = "server-optimiser"  # checkpoint extra: the server optimiser's state (momentum, Adam moments)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +71,16 @@ class FederationSettings:
     client_cpus: int = 0  # simulation: CPU cores per virtual hospital (0: unset, deployment)
     secagg: SecAggSettings | None = None  # None: plain FedAvg, the server sees each hospital's model
     client_dp: ClientDP | None = None
+    algorithm: AlgorithmConfig = AlgorithmConfig()
 
     def round_config(self) -> ConfigRecord:
         return ConfigRecord({
             keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients, keys.ALPHA: self.alpha, keys.WEIGHTING: self.weighting,
             keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
             keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)), keys.ROUNDS: self.rounds,
-            **({keys.STORE: str(self.store.resolve())} if self.store else {}),
+            **({keys.STORE: str(self.store.resolve()), keys.HOSPITAL_STATE: str((self.run / "hospitals").resolve())} if self.store else {}),
             **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
+            **({keys.PROXIMAL_MU: self.algorithm.proximal_mu} if self.algorithm.name == "fedprox" else {}),
             **({keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight} if self.secagg else {}),
         })
 
@@ -93,6 +101,7 @@ class RoundRecorder:
 
             self.probe = QualityProbe.for_store(settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed)
         self.best_kid = best_kid(settings.run)
+        self.extra: Callable[[], dict[str, Any]] = dict  # more state for each round's checkpoint (the server optimiser's)
 
     def write(self, line: dict[str, Any]) -> None:
         with open(self.settings.run / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -105,7 +114,7 @@ class RoundRecorder:
             line = {"round": global_round, "client": int(m[keys.PARTITION_ID]), "node": node,
                     "examples": int(m[keys.NUM_EXAMPLES]), "steps": int(m[keys.STEPS]), "d_loss": m[keys.D_LOSS],
                     "g_loss": m[keys.G_LOSS], "seconds": round(float(m[keys.SECONDS]), 3), "grades": [int(m[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)],
-                    "bytes_received": bytes_received, "bytes_sent": bytes_sent}
+                    "bytes_received": int(m.get(keys.BYTES_RECEIVED, bytes_received)), "bytes_sent": int(m.get(keys.BYTES_SENT, bytes_sent))}
             if keys.DP_STEPS in m:  # each hospital's epsilon over every round it took part in
                 spent = self.privacy.setdefault(str(m[keys.PARTITION_ID]), [])
                 spent.append((float(m[keys.DP_NOISE]), float(m[keys.DP_RATE]), int(m[keys.DP_STEPS])))
@@ -139,7 +148,7 @@ class RoundRecorder:
                      self.settings.train_config.sample_count, self.settings.train_config.seed)
         save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", f"round-{global_round:04d}",
                         extra={"round": global_round, "rounds": self.settings.rounds,
-                               "privacy": {k: [list(h) for h in v] for k, v in self.privacy.items()}})
+                               "privacy": {k: [list(h) for h in v] for k, v in self.privacy.items()}, **self.extra()})
         prune_checkpoints(self.settings.run / "checkpoints", "round", self.settings.train_config.keep_checkpoints)
         seconds = time.perf_counter() - self.round_started
         if self.probe is not None:
@@ -163,42 +172,17 @@ def best_kid(run: Path) -> float | None:
     return min(values) if values else None
 
 
-class GANFedAvg(FedAvg):
-    """FedAvg that records every hospital's reply, drops failed ones and enforces a minimum."""
-
-    def __init__(self, settings: FederationSettings, recorder: RoundRecorder) -> None:
-        # min_train_nodes is the number to sample: FedAvg otherwise derives it from the nodes
-        # registered at that instant, which right after start-up can be fewer than all.
-        super().__init__(fraction_train=settings.fraction, fraction_evaluate=0.0,
-                         min_train_nodes=max(1, round(settings.fraction * settings.clients)), min_available_nodes=settings.clients,
-                         weighted_by_key=keys.WEIGHTINGS[settings.weighting],
-                         arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG)
-        self.settings = settings
-        self.recorder = recorder
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        config[keys.GLOBAL_ROUND] = self.recorder.start_round + server_round
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        valid = [r for r in replies if not r.has_error()]
-        failed = [r for r in replies if r.has_error()]
-        global_round = self.recorder.start_round + server_round
-        model_bytes = sum(a.numpy().nbytes for a in next(iter(valid[0].content.array_records.values())).values()) if valid else 0
-        self.recorder.clients(global_round, [(r.metadata.src_node_id, next(iter(r.content.metric_records.values()))) for r in valid],
-                              [(r.metadata.src_node_id, short_reason(r.error.reason)) for r in failed], model_bytes, model_bytes)
-        if len(valid) < self.settings.min_successful:
-            raise RuntimeError(f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
-                               f"{self.settings.min_successful} required")
-        return super().aggregate_train(server_round, valid)
-
-
 def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-               privacy: dict[str, History] | None = None) -> None:
-    """The ServerApp's work: rounds start_round+1 .. settings.rounds, with or without SecAgg+;
-    `privacy` is each hospital's DP history from the rounds before a resume."""
-    recorder = RoundRecorder(settings, start_round, privacy)
+               resumed: dict[str, Any] | None = None) -> None:
+    """The ServerApp's work: rounds start_round+1 .. settings.rounds, with the configured algorithm;
+    `resumed` is the `extra` of the checkpoint resumed from (DP histories, server optimiser)."""
+    resumed = resumed or {}
+    recorder = RoundRecorder(settings, start_round, resumed.get("privacy"))
+    if settings.algorithm.name == "mdgan":
+        from fedgan.federation.split_server import run_split  # noqa: PLC0415 (only mdgan runs need it)
+
+        run_split(grid, settings, recorder, initial, resumed)
+        return
     if settings.secagg:
         run_secure(grid, context, settings, recorder, initial)
         return
@@ -207,22 +191,25 @@ def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initi
         recorder.end_round(server_round, arrays.to_torch_state_dict())
         return None
 
-    strategy: Strategy = GANFedAvg(settings, recorder)
+    recorded = make_strategy(settings, recorder, recorder.state)
+    recorded.load_server_state(resumed.get(SERVER_OPTIMISER, {}))
+    recorder.extra = lambda: {SERVER_OPTIMISER: recorded.server_state()}
+    strategy: Strategy = recorded
     if settings.client_dp:
-        strategy = DifferentialPrivacyServerSideFixedClipping(strategy, noise_multiplier=settings.client_dp.noise,
+        strategy = DifferentialPrivacyServerSideFixedClipping(recorded, noise_multiplier=settings.client_dp.noise,
                                                              clipping_norm=settings.client_dp.clip,
-                                                             num_sampled_clients=max(1, round(settings.fraction * settings.clients)))
+                                                             num_sampled_clients=sampled_hospitals(settings))
     strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=settings.rounds - start_round,
                    train_config=settings.round_config(), evaluate_fn=evaluate)
 
 
 def make_server_app(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-                    privacy: dict[str, History] | None = None) -> ServerApp:
+                    resumed: dict[str, Any] | None = None) -> ServerApp:
     """A ServerApp bound to one run's settings (the simulation engine runs it in this process)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_rounds(grid, context, settings, initial, start_round, privacy)
+        run_rounds(grid, context, settings, initial, start_round, resumed)
 
     return app

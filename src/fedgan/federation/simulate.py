@@ -17,13 +17,15 @@ import os
 import tomllib
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from fedgan.config import TrainConfig, from_dict, to_dict
+from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
+from fedgan.federation.algorithms import check_algorithm
 from fedgan.federation.keys import WEIGHTINGS
 from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.server_app import ClientDP, FederationSettings, make_server_app
@@ -33,7 +35,7 @@ from fedgan.parallel import default_workers
 from fedgan.provenance import write_run_record
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
-from fedgan.training.privacy import History, check_private_model
+from fedgan.training.privacy import check_private_model
 from fedgan.training.run import model_config_for
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK"
 
 
 def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-               privacy: dict[str, History] | None = None) -> None:
+               resumed: dict[str, Any] | None = None) -> None:
     os.environ.update(FLOWER_ENVIRONMENT)
     from flwr.simulation import run_simulation
 
@@ -55,7 +57,7 @@ def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Ten
     reason = "the simulation engine stopped early (see the log above)"
     try:
         run_simulation(
-            server_app=make_server_app(settings, initial, start_round, privacy),
+            server_app=make_server_app(settings, initial, start_round, resumed),
             client_app=client_app,
             num_supernodes=settings.clients,
             backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
@@ -101,6 +103,7 @@ def federate(
     client_cpus: int = 0,
     secagg: SecAggSettings | None = None,
     client_dp: ClientDP | None = None,
+    algorithm: AlgorithmConfig = AlgorithmConfig(),
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
@@ -109,6 +112,7 @@ def federate(
     that beats running them side by side, where an odd number of hospitals leaves cores idle.
     `secagg` (e.g. `SecAggSettings()`) aggregates with SecAgg+; its max-weight is set here.
     `client_dp` adds client-level DP (Flower's server-side clipping wrapper; unweighted only).
+    `algorithm` picks how hospitals are combined (`fedgan.federation.algorithms`).
     """
     if (run / "checkpoints").exists():
         raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
@@ -118,13 +122,14 @@ def federate(
         raise FedGANError("client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with --secagg")
     if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients:
         raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
+    check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction)
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
     check_private_model(config, train_config)
     settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
                                   min_successful, client_cpus)
     sizes = check_partition(store, settings)
-    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes), client_dp=client_dp)
+    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes), client_dp=client_dp, algorithm=algorithm)
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
@@ -135,7 +140,7 @@ def federate(
                        "init": str(init) if init else ""},
         **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
         **({"client-dp": to_dict(client_dp)} if client_dp else {}),
-        "model": to_dict(config), "train": to_dict(train_config)})
+        "algorithm": to_dict(algorithm), "model": to_dict(config), "train": to_dict(train_config)})
     run_engine(settings, global_weights(state), 0)
     return run
 
@@ -154,9 +159,10 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
                                   state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
                                   str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]),
                                   from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None,
-                                  from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None)
+                                  from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
+                                  from_dict(AlgorithmConfig, record["config"].get("algorithm", {})))
     log.info("resuming %s after round %d of %d", run, done, total)
-    run_engine(settings, global_weights(state), done, data["extra"].get("privacy"))
+    run_engine(settings, global_weights(state), done, data["extra"])
     return run
 
 

@@ -110,6 +110,12 @@ class StepStats:
     def finite(self) -> bool:
         return bool(np.isfinite([self.d_loss, self.g_loss]).all())
 
+    @classmethod
+    def of(cls, d_loss: torch.Tensor, g_loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> StepStats:
+        stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
+                             torch.sigmoid(fake_logits.detach().float()).mean()])
+        return cls(*stats.tolist())  # one device sync per step
+
 
 def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise and, for a conditional model, grades: the real batch's grades, or uniform ones."""
@@ -136,13 +142,45 @@ def g_loss_term(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))  # non-saturating
 
 
-def r1_penalty(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> torch.Tensor:
+def r1_penalty(discriminator: Discriminator, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> torch.Tensor:
     """Lazy R1 (Mescheder et al. 2018): gamma/2 E|grad_x D(x)|^2 on real images, scaled by the
     interval so that its average strength does not depend on how often it runs."""
     real = real.detach().requires_grad_(True)
-    logits = state.discriminator(real, labels)
+    logits = discriminator(real, labels)
     (gradient,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
     return gradient.square().sum(dim=(1, 2, 3)).mean() * (config.r1_gamma / 2 * config.r1_every)
+
+
+@dataclasses.dataclass
+class DiscriminatorSide:
+    """What a discriminator update needs: the network, its optimiser, DP-SGD when on. The
+    centralised loop takes it from its `GANState`; under `mdgan` a hospital holds only this."""
+
+    discriminator: Discriminator
+    optimiser: torch.optim.Adam
+    private: PrivateDiscriminator | None = None
+
+    def update(self, real_seen: torch.Tensor, real_labels: torch.Tensor | None, fake_seen: torch.Tensor,
+               fake_labels: torch.Tensor | None, config: TrainConfig, regularise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One D step on augmented real and (detached) fake images; its loss and both logits."""
+        with autocast(real_seen.device):
+            real_logits = self.discriminator(real_seen, real_labels)
+            fake_logits = self.discriminator(fake_seen.detach(), fake_labels)
+            d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
+            d_loss = d_loss_real + d_loss_fake
+        if self.private:
+            self.private.optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.private.step()
+        else:
+            self.optimiser.zero_grad(set_to_none=True)
+            (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
+            self.optimiser.step()
+        return d_loss, real_logits, fake_logits
+
+    def judged(self) -> contextlib.AbstractContextManager[None]:
+        """The generator's update through this D: no per-sample gradients, no privacy step."""
+        return self.private.hooks_off() if self.private else contextlib.nullcontext()
 
 
 def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
@@ -159,29 +197,18 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     policy = parse_policy(config.augment)
     if config.mirror:
         real = mirror(real, state.augment)
+    side = DiscriminatorSide(state.discriminator, state.opt_discriminator, state.private)
     for d_step in range(config.d_steps):
         # update D: minimise its loss on augment(x) and augment(G(z))
         z, fake_labels = sample_inputs(state, batch, cond)
         keep_graph = d_step == config.d_steps - 1
-        with autocast(device):
-            with torch.set_grad_enabled(keep_graph):
-                fake = diff_augment(state.generator(z, fake_labels), policy, state.augment)
-            real_seen = diff_augment(real, policy, state.augment)
-            real_logits = state.discriminator(real_seen, cond)
-            fake_logits = state.discriminator(fake.detach(), fake_labels)
-            d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
-            d_loss = d_loss_real + d_loss_fake
+        with autocast(device), torch.set_grad_enabled(keep_graph):
+            fake = diff_augment(state.generator(z, fake_labels), policy, state.augment)
+        real_seen = diff_augment(real, policy, state.augment)
         regularise = config.r1_gamma > 0 and (state.step * config.d_steps + d_step) % config.r1_every == 0
-        if state.private:
-            state.private.optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            state.private.step()
-        else:
-            state.opt_discriminator.zero_grad(set_to_none=True)
-            (d_loss + r1_penalty(state, real_seen, cond, config) if regularise else d_loss).backward()
-            state.opt_discriminator.step()
+        d_loss, real_logits, fake_logits = side.update(real_seen, cond, fake, fake_labels, config, regularise)
     # update G: minimise its loss on D(augment(G(z))), on the same fakes
-    with state.private.hooks_off() if state.private else contextlib.nullcontext():
+    with side.judged():
         with autocast(device):
             g_logits = state.discriminator(fake, fake_labels)
             g_loss = g_loss_term(g_logits, config)
@@ -191,9 +218,7 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     if state.generator_ema is not None:
         state.generator_ema.update_parameters(state.generator)
     state.step += 1
-    stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(), torch.sigmoid(fake_logits.detach().float()).mean()])
-    d_l, g_l, d_r, d_f = stats.tolist()  # one device sync per step
-    return StepStats(d_l, g_l, d_r, d_f)
+    return StepStats.of(d_loss, g_loss, real_logits, fake_logits)
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:

@@ -1,0 +1,146 @@
+"""mdgan: the generator at the server, a discriminator per hospital."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.app import Context, Message, RecordDict
+
+from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.errors import FedGANError
+from fedgan.federation import keys
+from fedgan.federation.client_app import app as client_app
+from fedgan.federation.server_app import FederationSettings, RoundRecorder
+from fedgan.federation.simulate import federate
+from fedgan.federation.split_server import judged_by, run_split
+from fedgan.federation.weights import global_weights
+from fedgan.models.dcgan import GANConfig
+from fedgan.training.checkpoint import read_checkpoint
+from fedgan.training.loop import DiscriminatorSide, new_state, train_epoch
+from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights
+
+TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
+CONDITIONAL = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, num_classes=5)
+LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
+
+
+def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
+    images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.zeros(12, dtype=torch.long)
+    train = TrainConfig(batch_size=4, seed=3)
+    central = new_state(TINY, train, torch.device("cpu"))
+    split = new_state(TINY, train, torch.device("cpu"))
+    hospital = Judge(DiscriminatorSide(split.discriminator, split.opt_discriminator), images, labels, train, split.augment, conditional=False)
+    for _ in range(2):
+        train_epoch(central, images, labels, train)
+    for _ in range(6):  # 2 epochs of 3 steps
+        z, grades, fakes = draw_fakes(split, 4, None)
+        gradient, _ = hospital.judge(fakes, grades)
+        generator_step(split, z, grades, combine(4, [(torch.arange(4), torch.ones(4), gradient)], tuple(fakes.shape[1:])))
+    assert split.step == central.step == 6
+    for name in ("generator", "discriminator"):
+        for (key, a), b in zip(getattr(central, name).state_dict().items(), getattr(split, name).state_dict().values(), strict=True):
+            if a.is_floating_point():
+                assert torch.allclose(a, b, atol=1e-5), (name, key)
+    for a, b in zip(central.generator_ema.parameters(), split.generator_ema.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_grade_held_by_one_hospital_is_judged_by_that_hospital_only() -> None:
+    holdings = {"a": [4, 2, 0, 0, 0], "b": [0, 2, 4, 0, 0]}
+    labels = torch.tensor([0, 1, 2, 1])
+    picks = {h: judged_by(holdings[h], labels, 4) for h in holdings}
+    assert picks["a"].tolist() == [0, 1, 3] and picks["b"].tolist() == [1, 2, 3]
+    shares = grade_weights(holdings, 5)
+    gradients = {"a": torch.full((3, 1, 2, 2), 1.0), "b": torch.full((3, 1, 2, 2), 10.0)}
+    total = combine(4, [(picks[h], shares[h][labels[picks[h]]], gradients[h]) for h in holdings], (1, 2, 2))
+    # each hospital's gradient is of its mean over the 3 images it judged: x 3/4 gives the batch mean's
+    assert torch.allclose(total[0], torch.tensor(0.75))  # grade 0: hospital a alone
+    assert torch.allclose(total[2], torch.tensor(7.5))  # grade 2: hospital b alone
+    assert torch.allclose(total[1], torch.tensor(0.5 * 0.75 + 0.5 * 7.5))  # grade 1: both, by their images of it
+
+
+class InProcessGrid:
+    """Flower's Grid contract for the ServerApp, with the real ClientApp called in this process,
+    so that a test sees every message that crosses the wire."""
+
+    def __init__(self, store: Path, hospitals: int) -> None:
+        self.contexts = {node: Context(1, node, {keys.NODE_PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {})
+                         for node in range(1, hospitals + 1)}
+        self.replies: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, timeout=None) -> list[Message]:
+        replies = []
+        for message in messages:
+            message.metadata.__dict__["_src_node_id"] = 0
+            reply = client_app(message, self.contexts[message.metadata.dst_node_id])
+            reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
+            replies.append(reply)
+        self.replies += replies
+        return replies
+
+
+@pytest.fixture()
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InProcessGrid:
+    settings = FederationSettings(store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3))
+    run.mkdir(exist_ok=True)
+    grid = InProcessGrid(store, 3)
+    recorder = RoundRecorder(settings, start_round)
+    run_split(grid, settings, recorder, global_weights(new_state(CONDITIONAL, LOCAL, torch.device("cpu"))), {})  # type: ignore[arg-type]
+    return grid
+
+
+def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(fundus_set: Path, tmp_path: Path, flower_task: None) -> None:
+    from conftest import small_store
+
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
+    straight = split_run(store, tmp_path / "a", rounds=2)
+    discriminator_keys = set(new_state(CONDITIONAL, LOCAL, torch.device("cpu")).discriminator.state_dict())
+    judged = [r for r in straight.replies if r.content.array_records]
+    assert len(judged) == 3 * 2 * 3  # 3 hospitals, 2 rounds, 9 steps a round in exchanges of 3
+    for reply in straight.replies:  # only gradients (and scalar metrics) ever reach the server
+        assert list(reply.content.array_records) in ([], [keys.ARRAYS])
+        assert list(reply.content.array_records.get(keys.ARRAYS, {keys.GRADIENTS: None})) == [keys.GRADIENTS]
+        assert not discriminator_keys & set(reply.content.metric_records[keys.METRICS])
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    hospitals = [x for x in lines if "client" in x]
+    assert len(hospitals) == 6 and all(x["bytes_received"] > x["bytes_sent"] > 0 for x in hospitals if x["round"] == 1)
+    assert sorted(p.name for p in (tmp_path / "a" / "hospitals" / "hospital-0").iterdir()) == ["current.pt", "round-0001.pt", "round-0002.pt"]
+
+    split_run(store, tmp_path / "b", rounds=1)
+    from fedgan.federation import split_client
+
+    split_client.JUDGES.clear()  # a restarted hospital process: its discriminator comes back from its disk
+    split_run(store, tmp_path / "b", rounds=2, start_round=1)
+    a, b = read_checkpoint(tmp_path / "a"), read_checkpoint(tmp_path / "b")
+    assert b["extra"]["round"] == 2
+    for net in ("generator", "generator_ema"):
+        for key, value in a[net].items():
+            if value.is_floating_point():
+                assert torch.allclose(value, b[net][key], atol=1e-6), (net, key)
+    for hospital in range(3):
+        ours, theirs = (torch.load(run / "hospitals" / f"hospital-{hospital}" / "current.pt", weights_only=True) for run in (tmp_path / "a", tmp_path / "b"))
+        for key, value in ours["discriminator"].items():
+            assert torch.allclose(value.float(), theirs["discriminator"][key].float(), atol=1e-6), key
+
+
+def test_mdgan_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    from fedgan.federation.secure import SecAggSettings
+
+    with pytest.raises(FedGANError, match="mdgan exchanges per-image gradients"):
+        federate(tmp_path, tmp_path / "x", clients=3, secagg=SecAggSettings(), algorithm=AlgorithmConfig("mdgan"))
+    with pytest.raises(FedGANError, match="--fraction must be 1"):
+        federate(tmp_path, tmp_path / "x", clients=3, fraction=0.5, algorithm=AlgorithmConfig("mdgan"))
