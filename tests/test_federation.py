@@ -216,7 +216,7 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
     page = build_report(label_split_run).read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert page.count("data:image/png;base64,") == 1 + 2  # loss curves + two round grids (round 1 small, round 2 final)
-    assert "Images per grade per hospital" in page and "MB sent by hospitals" in page
+    assert "federated (fedavg, 3 hospitals)" in page and "Images per grade per hospital" in page and "MB sent by hospitals" in page
     assert "Not evaluated yet" in page  # honest about what is missing
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
 

@@ -280,6 +280,10 @@ def build_report(run: Path) -> Path:
     record = tomllib.loads((run / "config.toml").read_text())
     lines = read_lines(run)
     kind = "federated" if any(r.get("aggregate") for r in lines) else "centralised"
+    if kind == "federated":  # runs from before algorithms were recorded are FedAvg
+        config = record.get("config", {})
+        hospitals = config.get("federation", {}).get("clients", config.get("federation", {}).get("hospitals", "?"))
+        kind += f" ({config.get('algorithm', {}).get('name', 'fedavg')}, {hospitals} hospitals)"
     meta = record.get("run", {})
     parts = [f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
              f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
