@@ -62,9 +62,6 @@ class FakeGrid:
     def get_node_ids(self) -> list[int]:
         return [1, 2]
 
-    def get_run(self):  # pragma: no cover - not reached by configure_train's sampling
-        raise AssertionError
-
 
 def test_fedadam_steps_parameters_by_hand_computed_adam_and_averages_the_rest(tmp_path: Path) -> None:
     strategy, recorder = strategy_for("fedadam", tmp_path, server_lr=0.01, server_momentum=0.9)
@@ -114,7 +111,7 @@ def test_proximal_term_pulls_towards_the_round_start() -> None:
     assert torch.allclose(weight.detach(), torch.tensor([1.0, -2.0]) - 0.1 - 0.1 * 0.95)
 
 
-def test_unsupported_combinations_fail_before_starting(fundus_set: Path, tmp_path: Path) -> None:
+def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
     from fedgan.federation.secure import SecAggSettings
 
     with pytest.raises(FedGANError, match="--secagg runs with --algorithm fedavg or fedprox only"):

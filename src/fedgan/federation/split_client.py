@@ -93,8 +93,8 @@ def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> No
 JUDGES: dict[Path, tuple[tuple[int, int], Judge]] = {}
 
 
-def judge_for(config: Mapping[str, Any], context: Context, starting: Mapping[str, torch.Tensor]) -> tuple[Judge, Path, int]:
-    train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
+def judge_for(config: Mapping[str, Any], context: Context, train_config: TrainConfig,
+              starting: Mapping[str, torch.Tensor]) -> tuple[Judge, Path, int]:
     model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
     images, labels, partition_id = local_data(config, context, train_config.seed)
     folder = state_folder(config, context, partition_id)
@@ -122,7 +122,8 @@ def judge(msg: Message, context: Context) -> Message:
         torch.set_num_threads(int(config[keys.THREADS]))
     arrays = msg.content[keys.ARRAYS]
     starting = {k[len(keys.DISCRIMINATOR_PREFIX):]: arrays[k].numpy() for k in arrays if k.startswith(keys.DISCRIMINATOR_PREFIX)}
-    hospital, folder, partition_id = judge_for(config, context, {k: torch.from_numpy(v) for k, v in starting.items()})
+    train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
+    hospital, folder, partition_id = judge_for(config, context, train_config, {k: torch.from_numpy(v) for k, v in starting.items()})
     fakes = torch.from_numpy(arrays[keys.FAKES].numpy())
     grades = torch.from_numpy(arrays[keys.FAKE_GRADES].numpy()).long()
     steps = arrays[keys.STEP_INDEX].numpy()
@@ -135,7 +136,6 @@ def judge(msg: Message, context: Context) -> Message:
     if not all(s.finite() for s in stats):
         raise RuntimeError(f"hospital {partition_id}: its discriminator diverged")
     position = (int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE]))
-    train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
     save_judge(folder, hospital, position, train_config.keep_checkpoints, bool(config[keys.LAST_EXCHANGE]))
     JUDGES[folder] = (position, hospital)
     metrics = {keys.PARTITION_ID: partition_id, keys.STEPS: len(stats), keys.SECONDS: time.perf_counter() - started,

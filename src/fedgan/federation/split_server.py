@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedgan.config import NUM_GRADES
@@ -105,6 +105,7 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
     starting = {f"{keys.DISCRIMINATOR_PREFIX}{k}": Array(v.detach().cpu().numpy()) for k, v in state.discriminator.state_dict().items()}
     log.info("mdgan: %d hospitals, %d images, %d generator steps per round in exchanges of %d", len(nodes), images, steps,
              settings.algorithm.pack)
+    base = dict(settings.round_config())  # built once: the model and training configs travel as JSON in every exchange
     recorder.end_round(0, {})
     for server_round in range(1, settings.rounds - recorder.start_round + 1):
         global_round = recorder.start_round + server_round
@@ -112,8 +113,7 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
         failed: list[tuple[int | None, str]] = []
         for exchange, first in enumerate(range(0, steps, settings.algorithm.pack)):
             draws = [draw_fakes(state, batch, pooled) for _ in range(min(settings.algorithm.pack, steps - first))]
-            config = settings.round_config()
-            config[keys.GLOBAL_ROUND], config[keys.EXCHANGE] = global_round, exchange
+            config = ConfigRecord({**base, keys.GLOBAL_ROUND: global_round, keys.EXCHANGE: exchange})
             config[keys.LAST_EXCHANGE] = first + settings.algorithm.pack >= steps
             chosen = {node: [judged_by(counts[node], labels, batch) for _, labels, _ in draws] for node in tallies}
             messages = []

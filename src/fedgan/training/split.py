@@ -49,11 +49,11 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def draw_fakes(state: GANState, count: int, grade_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """z, grades (drawn by the hospitals' pooled grade frequencies) and G's images of them."""
+def draw_fakes(state: GANState, count: int, grade_counts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """z, grades (drawn in proportion to the hospitals' pooled images per grade) and G's images of them."""
     labels = None
-    if state.model_config.conditional and grade_weights is not None:
-        labels = torch.multinomial(grade_weights.double(), count, replacement=True, generator=state.noise).to(state.device)
+    if state.model_config.conditional and grade_counts is not None:
+        labels = torch.multinomial(grade_counts.double(), count, replacement=True, generator=state.noise).to(state.device)
     z, labels = sample_inputs(state, count, labels)
     state.generator.train()
     with torch.no_grad(), frozen_batch_statistics(state.generator), autocast(state.device):
