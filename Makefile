@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/dp_step.py
 	$(VENV)/bin/python benchmarks/federation_throughput.py
 	$(VENV)/bin/python benchmarks/privacy_tradeoff.py
+	$(VENV)/bin/python benchmarks/faults.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -35,7 +35,9 @@ def reply(weights: dict[str, np.ndarray], examples: int, partition_id: int) -> M
     metrics = {keys.NUM_EXAMPLES: examples, keys.UNIT_WEIGHT: 1, keys.PARTITION_ID: partition_id, keys.D_LOSS: 1.0, keys.G_LOSS: 1.0,
                keys.STEPS: 1, keys.SECONDS: 0.1, **{keys.GRADE_COUNT.format(g): 0 for g in range(5)}}
     content = RecordDict({keys.ARRAYS: ArrayRecord({k: Array(v) for k, v in weights.items()}), keys.METRICS: MetricRecord(metrics)})
-    return Message(content=content, dst_node_id=partition_id + 1, message_type="train")
+    message = Message(content=content, dst_node_id=0, message_type="train")
+    message.metadata.__dict__["_src_node_id"] = partition_id + 1  # as the grid delivers it: from the hospital's node
+    return message
 
 
 def one_round(strategy, current: dict[str, np.ndarray], updates: list[dict[str, np.ndarray]], examples: list[int], server_round: int):

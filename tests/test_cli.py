@@ -12,7 +12,7 @@ import pytest
 from fedgan.cli import main
 
 COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"],
-            ["evaluate"], ["sample"], ["audit"], ["report"], ["sweep"], ["demo"]]
+            ["evaluate"], ["sample"], ["audit"], ["report"], ["sweep"], ["demo"], ["certs"]]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -26,6 +26,8 @@ def test_every_command_has_help_with_examples(command: list[str], capsys: pytest
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "fedgan " in out
+    examples = [line.strip() for line in out.split("examples:", 1)[1].splitlines() if line.strip()]
+    assert examples and all(line.startswith(f"fedgan {' '.join(command)}") for line in examples), examples  # no stray commands
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,3 +97,27 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "[data.fundus]" in (demo / "config.toml").read_text()
     again = run("demo", "--quick", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
     assert again.returncode == 0 and "reused the fundus photographs" in again.stdout
+
+
+def test_certs_make_a_ca_a_superlink_certificate_and_hospital_keys(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    out = tmp_path / "certs"
+    assert main(["certs", "--out", str(out), "--hospitals", "2", "--host", "coordinator.example.org", "--host", "10.0.0.5"]) == 0
+    ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+    link = x509.load_pem_x509_certificate((out / "superlink.crt").read_bytes())
+    link.verify_directly_issued_by(ca)  # raises unless the CA signed it
+    names = link.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["coordinator.example.org"]
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.5"]
+    for k in range(2):  # what `flwr supernode register` and `flower-supernode --auth-supernode-private-key` load
+        public = serialization.load_ssh_public_key((out / "hospitals" / f"hospital-{k}.pub").read_bytes())
+        private = serialization.load_ssh_private_key((out / "hospitals" / f"hospital-{k}.key").read_bytes(), None)
+        assert isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == "secp384r1"
+        assert private.public_key().public_numbers() == public.public_numbers()
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*.key")} == {"0o600"}
+    before = (out / "ca.key").read_bytes()
+    assert main(["certs", "--out", str(out), "--hospitals", "2"]) == 1  # keys are never replaced without --overwrite
+    assert (out / "ca.key").read_bytes() == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -129,3 +131,23 @@ def test_broken_dicom(tmp_path: Path) -> None:
     ds.save_as(tmp_path / "y.dcm", enforce_file_format=True)
     with pytest.raises(DataError, match="no pixel data"):
         load_pixels(tmp_path / "y.dcm", GRAY)
+
+
+def png_bomb(path: Path, side: int) -> None:
+    """A valid 16-bit grayscale PNG of side x side zeros: a few hundred KB on disk, 2 * side^2 bytes decoded."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), bytes(1 + 2 * side)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    png_bomb(tmp_path / "bomb.png", 13000)
+    assert (tmp_path / "bomb.png").stat().st_size < 2_000_000
+    with pytest.raises(DataError, match=r"bomb\.png: 13000x13000 pixels is over the 50-megapixel limit"):
+        load_pixels(tmp_path / "bomb.png", PreprocessConfig())
+    with pytest.raises(DataError, match=r"bomb\.png: file of 0 MB is over the 0.0001 MB limit"):
+        load_pixels(tmp_path / "bomb.png", PreprocessConfig(max_file_mb=1e-4))

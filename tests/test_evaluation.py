@@ -158,3 +158,6 @@ def test_sampled_synthetic_set_reads_back_as_eyepacs_with_its_grades(eval_store:
     assert prepared.layout == "eyepacs" and prepared.written["train"] == 25 and not prepared.skipped
     labels = Store(tmp_path / "store").labels("train")
     assert {int(g): int((labels == g).sum()) for g in np.unique(labels)} == summary.per_grade
+    with pytest.raises(FedGANError, match="is a folder holding the input"):  # --overwrite would have deleted the run
+        write_synthetic_set(tmp_path / "run", tmp_path, count=5, overwrite=True, progress=False)
+    assert write_synthetic_set(tmp_path / "run", tmp_path / "synthetic", count=5, overwrite=True, progress=False).images == 5

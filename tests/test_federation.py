@@ -60,7 +60,7 @@ def test_weights_round_trip_skips_integer_buffers() -> None:
 def label_split_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The paper's setting at tiny size: 3 hospitals, label-split, 2 rounds of plain FedAvg."""
     return federate(store, tmp_path_factory.mktemp("runs") / "fed", clients=3, partition_kind="label-split", rounds=2,
-                    model_config=TINY, train_config=LOCAL)
+                    model_config=TINY, train_config=LOCAL, disclose=("grades", "losses"))
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -147,6 +147,10 @@ def test_a_failing_hospital_is_left_out_with_its_reason(skewed_run: Path) -> Non
     assert len(failed) == 1 and "has 1 training image" in failed[0]["failed"]
     aggregate = next(r for r in records if r.get("aggregate"))
     assert aggregate["clients"] == 2 and aggregate["failed"] == 1
+    from fedgan.reporting.report import build_report
+
+    page = build_report(skewed_run).read_text()
+    assert "Hospital replies left out" in page and "has 1 training image" in page
 
 
 def test_too_few_successful_hospitals_fail_the_round(skewed_store: Path, tmp_path: Path) -> None:
@@ -217,11 +221,13 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert page.count("data:image/png;base64,") == 1 + 2  # loss curves + two round grids (round 1 small, round 2 final)
     assert "federated (fedavg, 3 hospitals)" in page and "Images per grade per hospital" in page and "MB sent by hospitals" in page
+    assert "revealed to the coordinator: its image count (its weight); its images per grade; its mean losses" in page
     assert "Not evaluated yet" in page  # honest about what is missing
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
 
 
 def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(store: Path, tmp_path: Path) -> None:
+    from fedgan.federation.server_app import read_ledger
     from fedgan.training.privacy import epsilon
 
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group", "spectral_norm": False})  # what Opacus can train
@@ -232,7 +238,7 @@ def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_res
     resume_federation(run, rounds=2)
     records = lines(run)
     second = [r for r in records if "client" in r and r["round"] == 2]
-    histories = read_checkpoint(run)["extra"]["privacy"]
+    histories = read_ledger(run)
     assert sorted(histories) == ["0", "1"] and all(len(h) == 2 for h in histories.values())  # both rounds, across the resume
     for r in second:
         assert r["epsilon"] == pytest.approx(epsilon([tuple(h) for h in histories[str(r["client"])]], 1e-3), abs=1e-3)

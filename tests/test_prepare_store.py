@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fedgan.atomic import staged_directory
+from fedgan.atomic import OWNER_MARK, staged_directory
 from fedgan.config import PreprocessConfig, StoreConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
@@ -134,8 +134,34 @@ def test_staged_directory_discards_on_error_and_replaces_on_success(tmp_path: Pa
         (staging / "v1").write_text("1")
     with staged_directory(target, overwrite=True) as staging:
         (staging / "v2").write_text("2")
-    assert [p.name for p in target.iterdir()] == ["v2"]
+    assert sorted(p.name for p in target.iterdir()) == [OWNER_MARK, "v2"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_files_are_synced_before_they_are_renamed_into_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash must leave the old content or all of the new: the data reaches the disk before the name points at it."""
+    import os
+
+    from fedgan.atomic import write_bytes_atomic
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    write_bytes_atomic(tmp_path / "x.pt", b"weights")
+    assert events == ["fsync", "replace", "fsync"] and (tmp_path / "x.pt").read_bytes() == b"weights"  # file, rename, folder
+
+
+def test_overwrite_never_deletes_what_fedgan_did_not_write(fundus_set: Path, tmp_path: Path) -> None:
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    with pytest.raises(FedGANError, match=f"{thesis}: --overwrite replaces only folders FedGAN wrote"):
+        prepare_store(fundus_set, thesis, preprocess_config=SMALL, overwrite=True, progress=False)
+    for out, what in ((fundus_set, "is the input"), (fundus_set.parent, "is a folder holding the input")):
+        with pytest.raises(FedGANError, match=what):
+            prepare_store(fundus_set, out, preprocess_config=SMALL, overwrite=True, progress=False)
+    assert (thesis / "chapter1.tex").read_text() == "years of work" and any(fundus_set.iterdir())
 
 
 @pytest.mark.slow

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Context, Message, RecordDict
 
 from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
-from fedgan.federation.client_app import app as client_app
+from fedgan.federation.inprocess import InProcessGrid
 from fedgan.federation.server_app import FederationSettings, RoundRecorder
 from fedgan.federation.simulate import federate
 from fedgan.federation.split_server import judged_by, run_split
@@ -63,29 +62,6 @@ def test_a_grade_held_by_one_hospital_is_judged_by_that_hospital_only() -> None:
     assert torch.allclose(total[1], torch.tensor(0.5 * 0.75 + 0.5 * 7.5))  # grade 1: both, by their images of it
 
 
-class InProcessGrid:
-    """Flower's Grid contract for the ServerApp, with the real ClientApp called in this process,
-    so that a test sees every message that crosses the wire."""
-
-    def __init__(self, store: Path, hospitals: int) -> None:
-        self.contexts = {node: Context(1, node, {keys.NODE_PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {})
-                         for node in range(1, hospitals + 1)}
-        self.replies: list[Message] = []
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages, timeout=None) -> list[Message]:
-        replies = []
-        for message in messages:
-            message.metadata.__dict__["_src_node_id"] = 0
-            reply = client_app(message, self.contexts[message.metadata.dst_node_id])
-            reply.metadata.__dict__["_src_node_id"] = message.metadata.dst_node_id
-            replies.append(reply)
-        self.replies += replies
-        return replies
-
-
 @pytest.fixture()
 def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
     from flwr.supercore.task_identity import TaskIdentity
@@ -97,7 +73,7 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InProcessGrid:
     settings = FederationSettings(store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3))
     run.mkdir(exist_ok=True)
-    grid = InProcessGrid(store, 3)
+    grid = InProcessGrid(3)
     recorder = RoundRecorder(settings, start_round)
     run_split(grid, settings, recorder, global_weights(new_state(CONDITIONAL, LOCAL, torch.device("cpu"))), {})  # type: ignore[arg-type]
     return grid

@@ -110,6 +110,17 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path: Path) -
         read_checkpoint(tmp_path / "other.pt")
 
 
+def test_unreadable_latest_falls_back_to_the_previous_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = new_state(TINY, FAST, torch.device("cpu"))
+    save_checkpoint(state, FAST, tmp_path, "round-0001", extra={"round": 1})
+    newest = save_checkpoint(state, FAST, tmp_path, "round-0002", extra={"round": 2})
+    newest.write_bytes(newest.read_bytes()[:1000])  # the last write lost by a crash
+    assert read_checkpoint(tmp_path)["extra"]["round"] == 1
+    assert "round-0002.pt: not a readable checkpoint" in caplog.text and "resuming from round-0001.pt" in caplog.text
+    with pytest.raises(FedGANError, match="truncated or corrupt"):
+        read_checkpoint(newest)  # a file named explicitly is that file or an error
+
+
 def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_path: Path) -> None:
     pretrained = train_centralised(ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
     fine = new_state(TINY, FAST, torch.device("cpu"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgan import __version__
-from fedgan.config import ALGORITHMS, AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES, AlgorithmConfig
+from fedgan.config import AGGREGATIONS, ALGORITHMS, AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES, AlgorithmConfig
 from fedgan.errors import FedGANError
 from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES
 
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--bins", type=int, help="quantisation levels, 0 disables (default: 16)")
     group.add_argument("--window-center", type=float, help="DICOM Hounsfield window centre (default: 40)")
     group.add_argument("--window-width", type=float, help="DICOM Hounsfield window width (default: 400)")
+    group = prepare.add_argument_group("input limits (checked before decoding; larger files are skipped and named)")
+    group.add_argument("--max-megapixels", type=float, help="largest image, from its header (default: 50)")
+    group.add_argument("--max-file-mb", type=float, help="largest file (default: 200)")
     group = prepare.add_argument_group("store")
     group.add_argument("--shard-size", type=int, help="records per shard (default: 256)")
     group.add_argument("--compression", choices=("gzip", "none"), help="TFRecord compression (default: gzip)")
@@ -247,7 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--fraction", type=float, default=1.0, help="share of hospitals sampled per round (default: 1.0)")
     group.add_argument("--weighting", default="examples", choices=("examples", "unweighted"),
                        help="FedAvg weights: by images (default) or the paper's unweighted mean")
-    group.add_argument("--min-successful", type=int, default=1, help="a round fails if fewer hospitals succeed (default: 1)")
+    group.add_argument("--min-successful", type=int, default=1,
+                       help="a round goes on without failed, late or rejected hospitals while at least this many succeed (default: 1)")
+    group.add_argument("--round-timeout", type=float, default=3600.0,
+                       help="seconds a round (or SecAgg+ stage) waits for replies; later ones are left out (default: 3600)")
+    group.add_argument("--disclose", default="losses",
+                       help="what each hospital reveals beyond its image count, comma-separated: losses (mean losses, steps, "
+                            "seconds: the per-hospital curves), grades (images per grade); '' for nothing. mdgan always "
+                            "reveals grades (default: losses)")
     group.add_argument("--client-cpus", type=int, default=0, help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)")
     _add_algorithm_options(federate)
     group = federate.add_argument_group("client-level differential privacy (hides each hospital's whole update)")
@@ -321,7 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
         """,
         """
         fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
-  fedgan sample runs/fed5 --count 5000 --out synthetic/fed5   # the dataset to publish
         fedgan audit runs/fed5 --members stores/fundus --non-members stores/other --reference runs/other-gan
         """,
     )
@@ -376,6 +385,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gan_options(sweep, epochs_help="local epochs per round; the baseline trains rounds x this (default: 1)")
     _add_common(sweep)
 
+    certs = _command(
+        sub, "certs", "make the TLS certificates and hospital keys of a secure deployment",
+        """
+        Writes into DIR: a certificate authority (ca.crt, ca.key), the SuperLink's TLS
+        certificate for the --host names it is reached at (superlink.crt, superlink.key), and one
+        EC P-384 key pair per hospital for Flower's SuperNode authentication
+        (hospitals/hospital-N.key and .pub, OpenSSH format). Register each .pub with
+        `flwr supernode register`, give each hospital its own .key and ca.crt, and keep ca.key
+        away from the coordinator. Private keys are written with mode 600. See the README's
+        "Deployment" section for the commands that use them.
+        """,
+        """
+        fedgan certs --out certs --hospitals 3 --host coordinator.example.org --host 10.0.0.5
+        fedgan certs --out /tmp/loopback-certs --hospitals 2
+        """,
+    )
+    certs.add_argument("--out", type=Path, required=True, help="folder to create")
+    certs.add_argument("--hospitals", type=int, required=True, help="SuperNode key pairs to make (hospital-0 .. hospital-N-1)")
+    certs.add_argument("--host", action="append", dest="hosts",
+                       help="DNS name or IP address the SuperLink is reached at, repeatable (default: localhost and 127.0.0.1)")
+    certs.add_argument("--overwrite", action="store_true", help="replace a folder an earlier `fedgan certs` made")
+    _add_common(certs, seed=False)
+
     demo = _command(
         sub, "demo", "run the product end to end on embedded procedural data",
         """
@@ -417,10 +449,18 @@ def _add_algorithm_options(parser: argparse.ArgumentParser) -> None:
                        help=f"fedprox: weight of the proximal term (default: {defaults.proximal_mu})")
     group.add_argument("--pack", type=int, default=defaults.pack,
                        help=f"mdgan: generator steps whose images travel in one message exchange (default: {defaults.pack})")
+    group.add_argument("--aggregation", default=defaults.aggregation, choices=AGGREGATIONS,
+                       help="fedavg: how replies combine; median, trimmed-mean (20 %% of each tail) and krum resist hostile "
+                            "updates small enough to pass the norm bound, and move an all-honest federation's model a little "
+                            f"(docs/federation.md) (default: {defaults.aggregation})")
+    group.add_argument("--byzantine", type=int, default=defaults.byzantine,
+                       help=f"krum: how many hospitals may be hostile (default: {defaults.byzantine})")
 
 
 def _algorithm(args: argparse.Namespace, name: str) -> AlgorithmConfig:
-    return AlgorithmConfig(name, args.server_lr, args.server_momentum, args.proximal_mu, args.pack)
+    """The algorithm `name` with the flags' settings (a robust --aggregation applies to fedavg only)."""
+    return AlgorithmConfig(name, args.server_lr, args.server_momentum, args.proximal_mu, args.pack,
+                           args.aggregation if name == "fedavg" else "mean", args.byzantine)
 
 
 def _add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
@@ -613,7 +653,8 @@ def run_federate(args: argparse.Namespace) -> None:
                        fraction=args.fraction, weighting=args.weighting, min_successful=args.min_successful,
                        client_cpus=args.client_cpus, secagg=SecAggSettings(clip=args.secagg_clip) if args.secagg else None,
                        client_dp=ClientDP(args.client_dp_noise, args.client_dp_clip) if args.client_dp_noise is not None else None,
-                       algorithm=_algorithm(args, args.algorithm))
+                       algorithm=_algorithm(args, args.algorithm), round_timeout=args.round_timeout,
+                       disclose=tuple(d for d in args.disclose.split(",") if d))
     print(f"federated training completed {completed_rounds(run)} rounds; samples in {run / 'samples'}, "
           f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}")
 
@@ -664,6 +705,15 @@ def run_audit(args: argparse.Namespace) -> None:
     print(f"audit in {Path(args.run) / 'eval' / 'privacy.json'}")
 
 
+def run_certs(args: argparse.Namespace) -> None:
+    from fedgan.federation.certs import make_certificates
+
+    made = make_certificates(args.out, hospitals=args.hospitals, hosts=tuple(args.hosts or ("localhost", "127.0.0.1")),
+                             overwrite=args.overwrite)
+    print(f"certificates for {', '.join(made.hosts)} and {made.hospitals} hospital key pairs in {made.folder}; "
+          f"register each {made.folder / 'hospitals'}/hospital-N.pub with `flwr supernode register`")
+
+
 def run_report(args: argparse.Namespace) -> None:
     from fedgan.reporting.report import build_report
 
@@ -703,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):  # Flower logs every round at INFO and resets its level when it starts
         logging.getLogger("flwr").addFilter(lambda record: record.levelno >= logging.WARNING)
     handlers = {"synth": run_synth, "prepare": run_prepare, "inspect": run_inspect, "partition": run_partition, "train": run_train, "federate": run_federate,
-                "evaluate": run_evaluate, "sample": run_sample, "audit": run_audit, "report": run_report, "sweep": run_sweep, "demo": run_demo}
+                "evaluate": run_evaluate, "sample": run_sample, "audit": run_audit, "report": run_report, "sweep": run_sweep, "demo": run_demo,
+                "certs": run_certs}
     try:
         return handlers[args.command](args) or 0
     except FedGANError as exc:

@@ -28,6 +28,9 @@ NORMS = ("batch", "group", "none")
 UPSAMPLES = ("transposed", "resize")
 AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms
+#: what a hospital may reveal beyond its weight and id (`--disclose`): images per grade; mean losses, steps, seconds
+DISCLOSURES = ("grades", "losses")
+AGGREGATIONS = ("mean", "median", "trimmed-mean", "krum")  # fedavg's combination of replies (Flower's robust strategies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +47,16 @@ class PreprocessConfig:
     bins: int = 16  # quantise to round(x * bins) / bins; 0 disables
     window_center: float = 40.0  # DICOM only: Hounsfield window centre (abdominal soft tissue)
     window_width: float = 400.0  # DICOM only: Hounsfield window width
+    # Input limits, checked from the header before anything is decoded: a 1 MB PNG can declare
+    # 13000x13000 16-bit pixels (1 GB decoded). Fundus cameras give at most ~20 megapixels.
+    max_megapixels: float = 50.0  # larger images are skipped, named in one line
+    max_file_mb: float = 200.0  # larger files are skipped unread
 
     def __post_init__(self) -> None:
         if not 8 <= self.size <= 4096:
             raise FedGANError(f"preprocess size must be between 8 and 4096, got {self.size}")
+        if self.max_megapixels <= 0 or self.max_file_mb <= 0:
+            raise FedGANError("max-megapixels and max-file-mb must be positive")
         if self.interpolation not in ("area", "bilinear", "bicubic"):
             raise FedGANError(f"interpolation must be area, bilinear or bicubic, got {self.interpolation!r}")
         if self.clahe_clip < 0 or self.clahe_tiles < 1:
@@ -140,12 +149,18 @@ class AlgorithmConfig:
     server_momentum: float = 0.9  # fedavgm: momentum of the server's SGD; fedadam/fedyogi: beta1
     proximal_mu: float = 0.01  # fedprox: weight of mu/2 |w - w_global|^2 in each hospital's losses
     pack: int = 2  # mdgan: generator steps whose images travel in one message exchange (measured: 3+ degrades G)
+    aggregation: str = "mean"  # fedavg: mean, or a robust rule (median, trimmed-mean, krum) against hostile hospitals
+    byzantine: int = 1  # krum: hospitals assumed hostile
 
     def __post_init__(self) -> None:
         if self.name not in ALGORITHMS:
             raise FedGANError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
-        if self.server_lr < 0 or not 0 <= self.server_momentum < 1 or self.proximal_mu < 0 or self.pack < 1:
-            raise FedGANError("need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0 and pack >= 1")
+        if self.aggregation not in AGGREGATIONS:
+            raise FedGANError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if self.aggregation != "mean" and self.name != "fedavg":
+            raise FedGANError(f"--aggregation {self.aggregation} replaces fedavg's mean; it does not combine with --algorithm {self.name}")
+        if self.server_lr < 0 or not 0 <= self.server_momentum < 1 or self.proximal_mu < 0 or self.pack < 1 or self.byzantine < 0:
+            raise FedGANError("need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0, pack >= 1 and byzantine >= 0")
 
 
 def to_kebab(name: str) -> str:

@@ -20,7 +20,7 @@ import tomli_w
 import torch
 from tqdm import tqdm
 
-from fedgan.atomic import staged_directory
+from fedgan.atomic import check_destination, staged_directory
 from fedgan.config import NUM_GRADES
 from fedgan.data.sources.tabular import EYEPACS, write_label_csv
 from fedgan.errors import FedGANError
@@ -41,12 +41,13 @@ def write_synthetic_set(run: Path, out: Path, *, count: int, grade_mix: tuple[fl
     """`count` generated images from RUN's latest checkpoint into `out`; grades by `grade_mix` (default: balanced)."""
     if count < 1:
         raise FedGANError(f"--count must be at least 1, got {count}")
+    check_destination(out, [run], overwrite)  # before loading the model: nothing of the user's is touched
     data = read_checkpoint(run)
     state, _ = restore_state(data, torch.device("cpu"))
     conditional = state.model_config.conditional
     mix = np.asarray(grade_mix or [1 / NUM_GRADES] * NUM_GRADES, np.float64)
     rows: list[tuple[str, int]] = []
-    with staged_directory(out, overwrite=overwrite) as staging:
+    with staged_directory(out, overwrite=overwrite, inputs=[run]) as staging:
         images = staging / "train"
         images.mkdir()
         for start in tqdm(range(0, count, batch), desc="sample", unit="batch", disable=not progress):

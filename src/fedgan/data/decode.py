@@ -51,7 +51,7 @@ def read_header(data: bytes, path: Path) -> tuple[str, int, int]:
         raise DataError(path, "empty file (0 bytes)", "empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns on odd but readable headers
+            warnings.simplefilter("ignore")  # PIL warns on odd headers and large images; `check_pixels` applies our own cap
             with Image.open(io.BytesIO(data)) as image:
                 fmt, (width, height) = image.format or "?", image.size
     except UnidentifiedImageError:
@@ -78,13 +78,32 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.zeros(pixels.shape, np.uint8) if hi <= lo else ((pixels - lo) / (hi - lo) * 255 + 0.5).astype(np.uint8)
 
 
+def check_file_size(path: Path, config: PreprocessConfig) -> None:
+    """Refuse a file over the byte cap before reading it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({exc.strerror})", "cannot read") from None
+    if size > config.max_file_mb * 1e6:
+        raise DataError(path, f"file of {size / 1e6:.0f} MB is over the {config.max_file_mb:g} MB limit (--max-file-mb)", "too large")
+
+
+def check_pixels(path: Path, width: int, height: int, config: PreprocessConfig) -> None:
+    """Refuse an image over the pixel cap from its header, before decoding: memory per worker stays bounded."""
+    if width * height > config.max_megapixels * 1e6:
+        raise DataError(path, f"{width}x{height} pixels is over the {config.max_megapixels:g}-megapixel limit (--max-megapixels)",
+                        "too large")
+
+
 def decode_image(path: Path, config: PreprocessConfig) -> np.ndarray:
     """Decode an image file to uint8, HxW (grayscale) or HxWx3 (BGR), reduced where possible."""
+    check_file_size(path, config)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(path, f"cannot read ({exc.strerror})", "cannot read") from None
     fmt, width, height = read_header(data, path)
+    check_pixels(path, width, height, config)
     buffer = np.frombuffer(data, np.uint8)
     factor = reduction_factor(width, height, config.size) if fmt == "JPEG" else 1
     if fmt == "JPEG" or width * height == 0:
@@ -103,11 +122,15 @@ def decode_dicom(path: Path, config: PreprocessConfig) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_rescale
 
+    check_file_size(path, config)
     try:
         ds = pydicom.dcmread(path)
+        check_pixels(path, int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), config)
         stored = ds.pixel_array
     except InvalidDicomError:
         raise DataError(path, "not a DICOM file", "bad DICOM") from None
+    except DataError:
+        raise
     except (AttributeError, KeyError):
         raise DataError(path, "DICOM file has no pixel data", "bad DICOM") from None
     except Exception as exc:  # compressed syntaxes without a decoder, truncated pixel data, ...

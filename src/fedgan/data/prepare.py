@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fedgan import __version__
-from fedgan.atomic import staged_directory, write_text_atomic
+from fedgan.atomic import check_destination, staged_directory, write_text_atomic
 from fedgan.config import PreprocessConfig, StoreConfig, to_dict
 from fedgan.data.decode import load_pixels
 from fedgan.data.partition import stratified_holdout
@@ -158,6 +158,7 @@ def prepare_store(
 ) -> PrepareSummary:
     started = time.perf_counter()
     root, out = Path(root), Path(out)
+    check_destination(out, [root], overwrite)  # before any work: nothing of the user's is touched
     discovery = discover(root, layout, labels_csv)
     skipped = list(discovery.skipped)
     if strict and skipped:
@@ -171,7 +172,7 @@ def prepare_store(
     entries: list[dict] = []
     shards: dict[str, list[dict]] = {split: [] for split in SPLITS}
     channels = 1 if preprocess_config.grayscale else 3
-    with staged_directory(out, overwrite=overwrite) as staging:
+    with staged_directory(out, overwrite=overwrite, inputs=[root]) as staging:
         jobs = shard_jobs(items, heldout, staging, root, preprocess_config, store_config)
         results = ordered_map(write_shard, jobs, total=len(items), workers=workers or default_workers(), description="prepare",
                               progress=progress, chunksize=1, advance=lambda result: result.attempted)

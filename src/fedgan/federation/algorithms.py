@@ -19,19 +19,22 @@ resumed federation continues exactly.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Krum
 
-from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.config import DISCLOSURES, AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
-from fedgan.federation.failures import short_reason
+from fedgan.federation.failures import RoundFailed, short_reason
+from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
+from fedgan.federation.nodes import connected_nodes
 from fedgan.federation.weights import global_weights
 from fedgan.training.loop import GANState
 
@@ -53,27 +56,79 @@ def averaged_only(state: GANState) -> frozenset[str]:
 
 
 class RecordedRounds:
-    """Mixin for a Flower strategy: record replies, drop failures, round numbers across resumes."""
+    """Mixin for a Flower strategy: screen and record replies, round numbers across resumes."""
 
     settings: FederationSettings
     recorder: RoundRecorder
     averaged: frozenset[str]
+    sent: dict[str, np.ndarray]  # the round's starting model, which replies are checked against
+    asked: list[int]  # the nodes sent this round's training message
+    previous_median: float | None = None  # the last round's median update norm
+    aggregated: int = 0  # the last round aggregated (client-level DP may skip one)
+    node_of: dict[int, int]  # hospital id -> the node that first answered for it in this run
+    hospital_of: dict[int, int]  # and back
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        # Flower's sampling waits without limit for enough nodes; this waits the round's deadline, then says so.
+        connected_nodes(grid, self.settings.min_successful, self.settings.round_timeout)
         config[keys.GLOBAL_ROUND] = self.recorder.start_round + server_round
-        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        # Flower samples hospitals with the `random` module: seeded per round, a run (and its resume) samples the same ones.
+        random.seed(self.settings.train_config.seed * 1_000_003 + self.recorder.start_round + server_round)
+        self.sent = {k: v.numpy() for k, v in arrays.items()}
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        self.asked = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def screen(self, replies: list[Message]) -> tuple[list[Message], list[tuple[int | None, str]]]:
+        """The replies that may count, and (node, reason) for the rest (`fedgan.federation.screening`)."""
+        answered = {r.metadata.src_node_id for r in replies}
+        dropped: list[tuple[int | None, str]] = [(node, f"no reply within the round timeout ({self.settings.round_timeout:g} s)")
+                                                 for node in self.asked if node not in answered]
+        kept: dict[int, tuple[Message, float]] = {}  # hospital id -> its reply and update norm
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                dropped.append((node, short_reason(reply.error.reason)))
+                continue
+            try:
+                arrays = {k: v.numpy() for k, v in reply.content[keys.ARRAYS].items()}
+                metrics = reply.content[keys.METRICS]
+            except (KeyError, TypeError, ValueError) as exc:
+                dropped.append((node, f"rejected: malformed reply ({exc})"))
+                continue
+            problem = form_problem(arrays, self.sent) or weight_problem(metrics, self.settings.weighting, self.settings.images)
+            hospital = int(metrics[keys.PARTITION_ID]) if problem is None else -1
+            if problem is None and hospital in kept:
+                problem = f"hospital {hospital} already answered this round"
+            if problem is None and self.node_of.setdefault(hospital, node) != node:  # one node speaks for one hospital, for the run
+                problem = f"hospital {hospital} answers from node {self.node_of[hospital]} in this run"
+            if problem is None and self.hospital_of.setdefault(node, hospital) != hospital:
+                problem = f"node {node} answered for hospital {self.hospital_of[node]} before"
+            if problem is not None:
+                dropped.append((node, f"rejected: {problem}"))
+                continue
+            kept[hospital] = (reply, update_norm(arrays, self.sent))
+        norms = {hospital: norm for hospital, (_, norm) in kept.items()}
+        for hospital, reason in oversized(norms, self.previous_median).items():
+            dropped.append((kept.pop(hospital)[0].metadata.src_node_id, f"rejected: {reason}"))
+            del norms[hospital]
+        if norms:
+            self.previous_median = float(np.median(list(norms.values())))
+        # In hospital order, not arrival order: float sums depend on the order, and a GAN
+        # amplifies a last-bit difference into a visible one within a round.
+        return [kept[hospital][0] for hospital in sorted(kept)], dropped
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        valid = [r for r in replies if not r.has_error()]
-        failed = [r for r in replies if r.has_error()]
         global_round = self.recorder.start_round + server_round
-        model_bytes = sum(a.numpy().nbytes for a in next(iter(valid[0].content.array_records.values())).values()) if valid else 0
-        self.recorder.clients(global_round, [(r.metadata.src_node_id, next(iter(r.content.metric_records.values()))) for r in valid],
-                              [(r.metadata.src_node_id, short_reason(r.error.reason)) for r in failed], model_bytes, model_bytes)
+        valid, dropped = self.screen(list(replies))
+        model_bytes = sum(a.nbytes for a in self.sent.values())
+        self.recorder.clients(global_round, [(r.metadata.src_node_id, r.content[keys.METRICS]) for r in valid], dropped,
+                              model_bytes, model_bytes)
         if len(valid) < self.settings.min_successful:
-            raise RuntimeError(f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
-                               f"{self.settings.min_successful} required")
+            raise RoundFailed(f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
+                              f"{self.settings.min_successful} required")
+        if self.settings.client_dp and dropped:  # its noise is calibrated to every sampled hospital's clipped update
+            raise RoundFailed(f"round {global_round}: client-level DP needs every sampled hospital's update; {len(dropped)} left out")
         # The global round, not Flower's count since this process started: FedAdam's bias
         # correction depends on it, and must not restart after a resume.
         arrays, metrics = super().aggregate_train(global_round, valid)  # type: ignore[misc]
@@ -82,6 +137,7 @@ class RecordedRounds:
             arrays = ArrayRecord({k: (mean[k] if k in self.averaged else v) for k, v in arrays.items()})
             if isinstance(self, FedAvgM):
                 self.current_arrays = arrays
+        self.aggregated = server_round
         return arrays, metrics
 
     def server_state(self) -> dict[str, Any]:
@@ -104,27 +160,36 @@ class RecordedRounds:
 
 FLOWER_STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
                                               "fedprox": FedProx}
+#: fedavg's robust alternatives to the mean (`--aggregation`), Flower's own
+ROBUST: dict[str, type[FedAvg]] = {"mean": FedAvg, "median": FedMedian, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
 
 
 def make_strategy(settings: FederationSettings, recorder: RoundRecorder, state: GANState) -> FedAvg:
     """Flower's strategy for `settings.algorithm`, with our recording mixin."""
     algorithm = settings.algorithm
-    base = FLOWER_STRATEGIES[algorithm.name]
+    base = ROBUST[algorithm.aggregation] if algorithm.name == "fedavg" else FLOWER_STRATEGIES[algorithm.name]
     lr = algorithm.server_lr or SERVER_LR.get(algorithm.name, 1.0)
     options: dict[str, Any] = {
         "fedavgm": {"server_learning_rate": lr, "server_momentum": algorithm.server_momentum},
         "fedadam": {"eta": lr, "beta_1": algorithm.server_momentum, "tau": TAU},
         "fedyogi": {"eta": lr, "beta_1": algorithm.server_momentum, "tau": TAU},
         "fedprox": {"proximal_mu": algorithm.proximal_mu},
-    }.get(algorithm.name, {})
+    }.get(algorithm.name, {"num_malicious_nodes": algorithm.byzantine} if algorithm.aggregation == "krum" else {})
     cls = type(f"Recorded{base.__name__}", (RecordedRounds, base), {})
-    # min_train_nodes is the number to sample: FedAvg otherwise derives it from the nodes
-    # registered at that instant, which right after start-up can be fewer than all.
-    strategy = cls(fraction_train=settings.fraction, fraction_evaluate=0.0, min_train_nodes=sampled_hospitals(settings),
-                   min_available_nodes=settings.clients, weighted_by_key=keys.WEIGHTINGS[settings.weighting],
-                   arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG, **options)
+    # Every hospital connected before round 1 (`server_app.run_rounds`); from then on a round goes
+    # on with those present, as long as there are min-successful of them.
+    strategy = cls(fraction_train=settings.fraction, fraction_evaluate=0.0, min_train_nodes=settings.min_successful,
+                   min_available_nodes=settings.min_successful, weighted_by_key=keys.WEIGHTINGS[settings.weighting],
+                   arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG, train_metrics_aggr_fn=no_average, **options)
     strategy.settings, strategy.recorder, strategy.averaged = settings, recorder, averaged_only(state)
+    strategy.node_of, strategy.hospital_of = {}, {}
     return strategy
+
+
+def no_average(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """Flower would log a weighted mean of every reply metric (hospital ids, grade counts...):
+    meaningless numbers. Each hospital's own figures go to metrics.jsonl instead."""
+    return MetricRecord()
 
 
 def sampled_hospitals(settings: FederationSettings) -> int:
@@ -132,11 +197,20 @@ def sampled_hospitals(settings: FederationSettings) -> int:
     return max(1, round(settings.fraction * settings.clients))
 
 
+def check_disclosure(disclose: Iterable[str]) -> None:
+    unknown = [d for d in disclose if d not in DISCLOSURES]
+    if unknown:
+        raise FedGANError(f"--disclose takes {', '.join(DISCLOSURES)} (comma-separated, or none), got {unknown[0]!r}")
+
+
 def check_algorithm(algorithm: AlgorithmConfig, secagg: bool, client_dp: bool, train_config: TrainConfig, fraction: float) -> None:
     """Refuse, before any engine starts, the combinations an algorithm cannot run."""
     if secagg and algorithm.name not in ("fedavg", "fedprox"):
         raise FedGANError(f"--secagg runs with --algorithm fedavg or fedprox only: SecAgg+ gives the server the sum of the updates, "
                           f"{'while mdgan exchanges per-image gradients, not updates' if algorithm.name == 'mdgan' else 'and Flower implements it for plain FedAvg only'}")
+    if algorithm.aggregation != "mean" and (secagg or client_dp):
+        raise FedGANError(f"--aggregation {algorithm.aggregation} needs each hospital's update, which "
+                          f"{'SecAgg+ hides from the server' if secagg else 'client-level DP averages before the server sees it'}")
     if algorithm.name == "mdgan" and client_dp:
         raise FedGANError("client-level DP clips whole model updates, and mdgan sends none")
     if algorithm.name == "mdgan" and train_config.private:

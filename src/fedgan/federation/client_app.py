@@ -18,7 +18,6 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import flwr.compat.common.recorddict_compat as compat
@@ -31,7 +30,6 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 
 from fedgan.config import NUM_GRADES, TrainConfig
-from fedgan.data.store import Store
 from fedgan.federation import keys, split_client
 from fedgan.federation.local_data import local_data
 from fedgan.federation.secure import clipped_update
@@ -100,10 +98,12 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
     g_loss = float(np.mean([s.g_loss for s in history])) if history else math.nan
     if not (history and all(s.finite() for s in history)):
         raise RuntimeError(f"hospital {partition_id}: training diverged or ran no step (D loss {d_loss}, G loss {g_loss})")
+    disclose = str(config.get(keys.DISCLOSE, "")).split(",")  # beyond weight and id, only what the federation asked for
     metrics = {
         keys.NUM_EXAMPLES: len(images), keys.UNIT_WEIGHT: 1, keys.PARTITION_ID: partition_id,
-        keys.D_LOSS: d_loss, keys.G_LOSS: g_loss, keys.STEPS: len(history), keys.SECONDS: time.perf_counter() - started,
-        **{keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)},
+        **({keys.D_LOSS: d_loss, keys.G_LOSS: g_loss, keys.STEPS: len(history), keys.SECONDS: time.perf_counter() - started}
+           if "losses" in disclose else {}),
+        **({keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)} if "grades" in disclose else {}),
     }
     if state.private:
         metrics |= {keys.DP_NOISE: state.private.noise, keys.DP_RATE: state.private.rate, keys.DP_STEPS: len(history) * train_config.d_steps}
@@ -135,11 +135,3 @@ def train(msg: Message, context: Context) -> Message:
         return secaggplus_mod(msg, context, secure_train)
     weights, metrics = train_locally(msg.content[keys.ARRAYS].to_torch_state_dict(), msg.content[keys.CONFIG], context)
     return Message(content=RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
-
-
-@app.query(keys.SIZE_QUERY)
-def size(msg: Message, context: Context) -> Message:
-    """Deployment with SecAgg+: the coordinator asks each hospital how many images it trains on
-    (a count it sees in every round's metrics anyway) to fit the protocol's weight range."""
-    count = len(Store(Path(str(context.node_config["data-dir"]))).labels("train"))
-    return Message(content=RecordDict({keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: count})}), reply_to=msg)

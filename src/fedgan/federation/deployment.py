@@ -6,9 +6,11 @@ settings come from the run config (`[tool.flwr.app.config]` in pyproject.toml, o
 `flwr run . <connection> --run-config "federation.rounds=5"`), in four sections:
 
 - `federation.*`: run-dir (absolute, or relative to the SuperLink's working directory),
-  hospitals (how many SuperNodes to wait for), rounds, weighting, fraction, min-successful,
-  init (a checkpoint to start from), secagg, secagg-clip, secagg-max-weight (0: ask the
-  hospitals for their training-set sizes and use the largest);
+  registry (the operator's TOML of hospital ids and image counts, `fedgan.federation.registry`:
+  the server's weights), hospitals (how many SuperNodes to wait for before round 1), rounds,
+  weighting, fraction, min-successful, round-timeout, disclose (what hospitals reveal beyond their
+  weight: "losses", "grades", both comma-separated, or ""), init (a checkpoint to start from),
+  secagg, secagg-clip (its weight range is the registry's largest count);
 - `algorithm.*`: any `AlgorithmConfig` field (name: fedavg, fedavgm, fedadam, fedyogi, fedprox, mdgan);
 - `model.*`: any `GANConfig` field (resolution must match the hospitals' stores);
 - `train.*`: any `TrainConfig` field (`epochs` = local epochs per round).
@@ -19,24 +21,21 @@ federation resumes after its last round, so a coordinator restart loses at most 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.errors import FedGANError
-from fedgan.federation import keys
-from fedgan.federation.failures import short_reason
+from fedgan.federation.registry import read_registry
 from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.server_app import FederationSettings, run_rounds
-from fedgan.federation.split_server import connected_nodes
-from fedgan.federation.algorithms import check_algorithm
+from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
@@ -69,8 +68,15 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
     run = Path(str(fed["run-dir"])).resolve()
     model_config = from_dict(GANConfig, config["model"])
     train_config = from_dict(TrainConfig, config["train"])
-    secagg = SecAggSettings(clip=float(fed["secagg-clip"]), max_weight=float(fed["secagg-max-weight"])) if fed["secagg"] else None
+    if not fed.get("registry"):
+        raise FedGANError("federation.registry is required: a TOML file of `hospital-id = training images` that the coordinator "
+                          "holds each hospital's weight to (see fedgan.federation.registry)")
+    images = read_registry(Path(str(fed["registry"])))
+    weight = float(max(images.values())) if str(fed["weighting"]) == "examples" else 1.0
+    secagg = SecAggSettings(clip=float(fed["secagg-clip"]), max_weight=weight) if fed["secagg"] else None
     algorithm = from_dict(AlgorithmConfig, config["algorithm"])
+    disclose = tuple(d for d in str(fed["disclose"]).split(",") if d)
+    check_disclosure(disclose)
     check_algorithm(algorithm, secagg is not None, False, train_config, float(fed["fraction"]))
     start_round, resumed = 0, {}
     if (run / "checkpoints" / "latest").exists():
@@ -87,19 +93,9 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
             "federation": {**fed, "partition": OWN_STORES}, "algorithm": to_dict(algorithm), "model": to_dict(model_config), "train": to_dict(train_config)})
     settings = FederationSettings(None, run, int(fed["hospitals"]), OWN_STORES, int(fed["rounds"]), model_config, train_config,
                                   fraction=float(fed["fraction"]), weighting=str(fed["weighting"]),
-                                  min_successful=int(fed["min-successful"]), secagg=secagg, algorithm=algorithm)
+                                  min_successful=int(fed["min-successful"]), secagg=secagg, algorithm=algorithm, images=images,
+                                  round_timeout=float(fed["round-timeout"]), disclose=disclose)
     return settings, global_weights(state), start_round, resumed
-
-
-def hospital_sizes(grid: Grid, hospitals: int, timeout: float = 600.0) -> list[int]:
-    """Training-set size of each connected hospital, once `hospitals` SuperNodes are connected."""
-    nodes = connected_nodes(grid, hospitals, timeout)
-    queries = [Message(RecordDict(), dst_node_id=node, message_type=f"{MessageType.QUERY}.{keys.SIZE_QUERY}") for node in nodes]
-    replies = list(grid.send_and_receive(queries, timeout=timeout))
-    failed = [short_reason(r.error.reason) for r in replies if r.has_error()]
-    if failed:
-        raise FedGANError(f"a hospital could not report its training-set size: {failed[0]}")
-    return [int(r.content[keys.METRICS][keys.NUM_EXAMPLES]) for r in replies]
 
 
 @server_app.main()
@@ -108,9 +104,4 @@ def main(grid: Grid, context: Context) -> None:
     if start_round >= settings.rounds:
         log.warning("%s already completed %d of %d rounds; raise federation.rounds to continue", settings.run, start_round, settings.rounds)
         return
-    if settings.secagg and not settings.secagg.max_weight:  # 0: fit the weight range to the hospitals
-        sizes = hospital_sizes(grid, settings.clients)
-        weight = float(max(sizes)) if settings.weighting == "examples" else 1.0
-        settings = dataclasses.replace(settings, secagg=dataclasses.replace(settings.secagg, max_weight=weight))
-        log.info("SecAgg+: hospitals hold %s training images; max-weight %g", sizes, weight)
     run_rounds(grid, context, settings, initial, start_round, resumed)

@@ -10,3 +10,8 @@ def short_reason(reason: str) -> str:
     ending in `Message: <the exception's text>'>`; the deployment engine passes the text alone.
     """
     return reason.rsplit("Message: ", 1)[-1].strip().removesuffix("'>").strip()
+
+
+class RoundFailed(RuntimeError):
+    """A round that cannot be committed (too few usable replies, or not aggregated): nothing of
+    it is checkpointed or recorded, and the run stops so that `--resume` repeats it."""

@@ -3,7 +3,6 @@
 ARRAYS = "arrays"  # ArrayRecord: generator.* and discriminator.* tensors
 CONFIG = "config"  # ConfigRecord sent with each training round
 METRICS = "metrics"  # MetricRecord in each reply
-SIZE_QUERY = "size"  # query action: a hospital's number of training images (deployment with SecAgg+)
 
 # ConfigRecord entries (server -> client)
 SERVER_ROUND = "server-round"  # injected by Flower's FedAvg
@@ -19,6 +18,7 @@ SECAGG_CLIP = "secagg-clip"  # SecAgg+: updates are clipped to +-this before qua
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # SecAgg+: the largest weight a hospital may send
 ROUNDS = "rounds"  # total rounds of the run: a DP target epsilon is spread over all of them
 PROXIMAL_MU = "proximal-mu"  # fedprox: weight of the proximal term (the key Flower's FedProx sends)
+DISCLOSE = "disclose"  # comma-separated DISCLOSURES the hospitals may put in their metrics
 THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
 
 # mdgan (fedgan.federation.split_server): the server's images out, the hospitals' gradients back

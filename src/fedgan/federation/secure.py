@@ -16,18 +16,24 @@ How it maps onto the federation:
   (`error_bound`); with the defaults and 3 hospitals about 1e-5 per round.
 - Dropouts: a hospital that fails after the key exchange is a "dead" node; the others hold shares
   of its mask seeds, so the round goes on while every hospital keeps `threshold` live neighbours.
+  When too many drop out for that, the round is retried without them (`run_secure`).
+- What the server cannot check: it never sees one hospital's update, so the screening of
+  `fedgan.federation.screening` does not apply, and a hospital may scale its own update by any
+  weight up to `max_weight` (which comes from the server's registry, so the honest ones keep
+  their quantisation). Use SecAgg+ with hospitals you trust to follow the protocol.
 - Not reproducible bit for bit: the rounding and the masks draw fresh randomness each round.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.common import FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import ServerConfig
 from flwr.server.client_proxy import ClientProxy
@@ -37,10 +43,12 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 from fedgan.federation import keys
-from fedgan.federation.failures import short_reason
+from fedgan.federation.failures import RoundFailed, short_reason
 
 if TYPE_CHECKING:
     from fedgan.federation.server_app import FederationSettings, RoundRecorder
+
+log = logging.getLogger(__name__)
 
 #: bytes per value of a masked vector (SecAgg+ sends int64 arrays)
 MASKED_BYTES = 8
@@ -57,9 +65,10 @@ class SecAggSettings:
     threshold: float = 2 / 3  # share of those needed to rebuild a dropped hospital's masks
     max_weight: float = 1.0  # the largest weight a hospital may send (its example count, or 1 unweighted)
 
-    def workflow(self) -> SecAggPlusWorkflow:
+    def workflow(self, timeout: float) -> SecAggPlusWorkflow:
+        """Flower's workflow; each protocol stage waits at most `timeout` seconds (its default waits forever)."""
         return SecAggPlusWorkflow(num_shares=self.shares, reconstruction_threshold=self.threshold, max_weight=self.max_weight,
-                                  clipping_range=self.clip, quantization_range=self.quantization)
+                                  clipping_range=self.clip, quantization_range=self.quantization, timeout=timeout)
 
     def step(self) -> float:
         """One quantisation level, in weight units."""
@@ -88,7 +97,7 @@ class SecureFedAvg(LegacyFedAvg):
 
     def __init__(self, settings: FederationSettings, recorder: RoundRecorder, initial: OrderedDict[str, torch.Tensor]) -> None:
         super().__init__(fraction_fit=settings.fraction, fraction_evaluate=0.0,
-                         min_fit_clients=max(2, round(settings.fraction * settings.clients)), min_available_clients=settings.clients,
+                         min_fit_clients=max(2, settings.min_successful), min_available_clients=max(2, settings.min_successful),
                          on_fit_config_fn=self.fit_config, initial_parameters=ndarrays_to_parameters([v.numpy() for v in initial.values()]))
         self.settings = settings
         self.recorder = recorder
@@ -107,7 +116,7 @@ class SecureFedAvg(LegacyFedAvg):
                               [(None, reason) for reason in failure_reasons(failures)], bytes_received=sum(a.nbytes for a in self.current),
                               bytes_sent=(size + 1) * MASKED_BYTES)
         if len(results) < self.settings.min_successful:
-            raise RuntimeError(f"round {global_round}: only {len(results)} hospital(s) returned a usable model, "
+            raise RoundFailed(f"round {global_round}: only {len(results)} hospital(s) returned a usable model, "
                                f"{self.settings.min_successful} required")
         mean_update = parameters_to_ndarrays(results[0][1].parameters)
         self.current = [(w + u).astype(w.dtype) for w, u in zip(self.current, mean_update, strict=True)]
@@ -117,8 +126,8 @@ class SecureFedAvg(LegacyFedAvg):
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         """Called with the initial model (round 0) and after each round, aggregated or not."""
         if server_round > 0 and self.aggregated_round != server_round:
-            raise RuntimeError(f"round {self.recorder.start_round + server_round}: secure aggregation halted: too few hospitals "
-                               "took part in the protocol (see the log above)")
+            raise SecureRoundHalted(f"round {self.recorder.start_round + server_round}: secure aggregation halted: too few "
+                                    "hospitals took part in the protocol (see the log above)")
         arrays = parameters_to_ndarrays(parameters)
         self.recorder.end_round(server_round, OrderedDict((n, torch.from_numpy(a)) for n, a in zip(self.names, arrays, strict=True)))
         return None
@@ -132,10 +141,56 @@ def failure_reasons(failures: list[Any]) -> list[str]:
     return [short_reason(str(getattr(error, "reason", error))) for error in errors.values()]
 
 
+class SecureRoundHalted(RoundFailed):
+    """SecAgg+ could not finish a round: too many of some hospital's neighbours dropped out."""
+
+
+class AttendedGrid:
+    """The grid without the hospitals that failed to answer in this run; it remembers who failed.
+
+    SecAgg+ halts a round when a hospital keeps fewer than `threshold` live neighbours, and its
+    masks cannot be rebuilt. Retrying the round without the hospitals that dropped out lets
+    the federation go on; they take part again after a resume."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.grid = grid
+        self.excluded: set[int] = set()
+        self.failed: set[int] = set()
+
+    @property
+    def run(self) -> Any:  # Flower's legacy compatibility layer reads grid.run.run_id
+        return self.grid.run
+
+    def get_node_ids(self) -> list[int]:
+        return [node for node in self.grid.get_node_ids() if node not in self.excluded]
+
+    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        answered = {r.metadata.src_node_id for r in replies if not r.has_error()}
+        self.failed |= {m.metadata.dst_node_id for m in messages} - answered
+        return replies
+
+
 def run_secure(grid: Grid, context: Context, settings: FederationSettings, recorder: RoundRecorder,
                initial: OrderedDict[str, torch.Tensor]) -> None:
-    """All rounds of a federation with SecAgg+ (the body of the ServerApp's main)."""
+    """All rounds of a federation with SecAgg+ (the body of the ServerApp's main). A halted round
+    is retried without the hospitals that dropped out, while enough remain."""
     assert settings.secagg is not None
-    strategy = SecureFedAvg(settings, recorder, initial)
-    legacy = LegacyContext(context, config=ServerConfig(num_rounds=settings.rounds - recorder.start_round), strategy=strategy)
-    DefaultWorkflow(fit_workflow=settings.secagg.workflow())(grid, legacy)
+    attended, current = AttendedGrid(grid), initial
+    while True:
+        strategy = SecureFedAvg(settings, recorder, current)
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=settings.rounds - recorder.start_round), strategy=strategy)
+        try:
+            DefaultWorkflow(fit_workflow=settings.secagg.workflow(settings.round_timeout))(attended, legacy)  # type: ignore[arg-type]
+            return
+        except SecureRoundHalted as halted:
+            dropped = attended.failed - attended.excluded
+            if not dropped or len(attended.get_node_ids()) - len(dropped) < max(2, settings.min_successful):
+                raise
+            log.warning("%s; retrying it without the %d hospital(s) that dropped out (nodes %s)", halted, len(dropped), sorted(dropped))
+            attended.excluded |= dropped
+            recorder.start_round += strategy.aggregated_round  # the rounds committed before the halt stay committed
+            recorder.lines += [{"round": recorder.start_round + 1, "node": node, "failed": "dropped out of a SecAgg+ round that "
+                                "halted; left out until the run resumes"} for node in sorted(dropped)]
+            current = OrderedDict((name, torch.from_numpy(value)) for name, value in zip(strategy.names, strategy.current, strict=True))

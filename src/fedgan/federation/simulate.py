@@ -25,7 +25,7 @@ from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.federation.algorithms import check_algorithm
+from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.keys import WEIGHTINGS
 from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.server_app import ClientDP, FederationSettings, make_server_app
@@ -70,10 +70,13 @@ def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Ten
                           f"(fix the cause, then `fedgan federate --resume {settings.run}`)")
 
 
-def check_partition(store: Store, settings: FederationSettings) -> list[int]:
-    """Fail before starting any engine if the partition is impossible (empty hospitals); the hospitals' sizes."""
+def with_partition_sizes(store: Store, settings: FederationSettings, secagg: SecAggSettings | None) -> FederationSettings:
+    """The settings with each hospital's image count from the partition, which the server holds
+    every reply's weight to (and SecAgg+'s weight range is fitted to). Fails before any engine
+    starts if the partition is impossible (empty hospitals)."""
     parts = partition(store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha)
-    return [len(part) for part in parts]
+    sizes = [len(part) for part in parts]
+    return dataclasses.replace(settings, images=dict(enumerate(sizes)), secagg=secure_settings(secagg, settings.weighting, sizes))
 
 
 def secure_settings(secagg: SecAggSettings | None, weighting: str, sizes: list[int]) -> SecAggSettings | None:
@@ -104,6 +107,8 @@ def federate(
     secagg: SecAggSettings | None = None,
     client_dp: ClientDP | None = None,
     algorithm: AlgorithmConfig = AlgorithmConfig(),
+    round_timeout: float = 3600.0,
+    disclose: tuple[str, ...] = ("losses",),
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
@@ -113,6 +118,9 @@ def federate(
     `secagg` (e.g. `SecAggSettings()`) aggregates with SecAgg+; its max-weight is set here.
     `client_dp` adds client-level DP (Flower's server-side clipping wrapper; unweighted only).
     `algorithm` picks how hospitals are combined (`fedgan.federation.algorithms`).
+    `round_timeout`: seconds a round waits for replies; a hospital that has not answered by then
+    is left out and the round goes on if `min_successful` did.
+    `disclose`: what hospitals reveal beyond their weight (`fedgan.config.DISCLOSURES`).
     """
     if (run / "checkpoints").exists():
         raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
@@ -120,23 +128,25 @@ def federate(
         raise FedGANError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     if client_dp and (weighting != "unweighted" or secagg):
         raise FedGANError("client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with --secagg")
-    if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients:
-        raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1 and 1 <= --min-successful <= --clients")
+    if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients or round_timeout <= 0:
+        raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients and --round-timeout > 0")
     check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction)
+    check_disclosure(disclose)
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
     check_private_model(config, train_config)
     settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
-                                  min_successful, client_cpus)
-    sizes = check_partition(store, settings)
-    settings = dataclasses.replace(settings, secagg=secure_settings(secagg, weighting, sizes), client_dp=client_dp, algorithm=algorithm)
+                                  min_successful, client_cpus, client_dp=client_dp, algorithm=algorithm, round_timeout=round_timeout,
+                                  disclose=disclose)
+    settings = with_partition_sizes(store, settings, secagg)
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
     run.mkdir(parents=True, exist_ok=True)
     write_run_record(run, seed=train_config.seed, stores={"train": store_path}, config={
         "federation": {"clients": clients, "partition": partition_kind, "rounds": rounds, "alpha": alpha, "fraction": fraction,
-                       "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus,
+                       "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus, "round-timeout": round_timeout,
+                       "disclose": list(settings.disclosed()),
                        "init": str(init) if init else ""},
         **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
         **({"client-dp": to_dict(client_dp)} if client_dp else {}),
@@ -158,9 +168,12 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
     settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
                                   state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
                                   str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]),
-                                  from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None,
-                                  from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
-                                  from_dict(AlgorithmConfig, record["config"].get("algorithm", {})))
+                                  client_dp=from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
+                                  algorithm=from_dict(AlgorithmConfig, record["config"].get("algorithm", {})),
+                                  round_timeout=float(fed.get("round-timeout", 3600.0)),
+                                  disclose=tuple(fed.get("disclose", ("losses", "grades"))))
+    secagg = from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None
+    settings = with_partition_sizes(Store(settings.store), settings, secagg)
     log.info("resuming %s after round %d of %d", run, done, total)
     run_engine(settings, global_weights(state), done, data["extra"])
     return run

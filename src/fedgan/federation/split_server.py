@@ -21,7 +21,6 @@ hospitals (`fedgan.federation.split_client`).
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from flwr.serverapp import Grid
 
 from fedgan.config import NUM_GRADES
-from fedgan.errors import FedGANError
 from fedgan.federation import keys
-from fedgan.federation.failures import short_reason
+from fedgan.federation.failures import RoundFailed, short_reason
+from fedgan.federation.nodes import connected_nodes
+from fedgan.federation.screening import oversized, weight_problem
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.training.checkpoint import LATEST, read_checkpoint, restore_state
 from fedgan.training.split import combine, draw_fakes, generator_step, grade_weights
@@ -43,30 +43,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: seconds the server waits for the hospitals' answers to one exchange before leaving them out
-EXCHANGE_TIMEOUT = 600.0
-
-
-def connected_nodes(grid: Grid, count: int, timeout: float = 600.0) -> list[int]:
-    """The node ids once `count` hospitals are connected."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < count:
-        if time.monotonic() > deadline:
-            raise FedGANError(f"only {len(nodes)} of {count} hospitals connected within {timeout:.0f} s")
-        time.sleep(0.5)
-    return nodes
-
-
 def hospital_grades(grid: Grid, nodes: list[int], settings: FederationSettings) -> dict[int, dict[str, Any]]:
     """Each node's partition id, images and images per grade."""
     config = settings.round_config()
     queries = [Message(RecordDict({keys.CONFIG: config}), dst_node_id=node, message_type=f"{MessageType.QUERY}.{keys.GRADES}")
                for node in nodes]
-    replies = list(grid.send_and_receive(queries, timeout=EXCHANGE_TIMEOUT))
+    replies = list(grid.send_and_receive(queries, timeout=settings.round_timeout))
     failed = [short_reason(r.error.reason) for r in replies if r.has_error()]
     if failed:
-        raise RuntimeError(f"a hospital could not report its grades: {failed[0]}")
-    return {r.metadata.src_node_id: dict(r.content[keys.METRICS]) for r in replies}
+        raise RoundFailed(f"a hospital could not report its grades: {failed[0]}")
+    hospitals = {r.metadata.src_node_id: dict(r.content[keys.METRICS]) for r in replies}
+    for node, info in hospitals.items():  # the per-grade weights come from these counts: they must add up to the server's
+        grades = [int(info.get(keys.GRADE_COUNT.format(g), -1)) for g in range(NUM_GRADES)]
+        problem = weight_problem(info, "examples", settings.images)
+        if problem is None and (min(grades) < 0 or sum(grades) != int(info[keys.NUM_EXAMPLES])):
+            problem = f"grade counts {grades} do not add up to its {info[keys.NUM_EXAMPLES]} images"
+        if problem is not None:
+            raise RoundFailed(f"hospital on node {node}: {problem}")
+    return hospitals
 
 
 class Tally:
@@ -94,7 +88,7 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
     else:
         load_global_weights(recorder.state, dict(initial))
     state, train = recorder.state, settings.train_config
-    nodes = connected_nodes(grid, settings.clients)
+    nodes = connected_nodes(grid, settings.clients, settings.round_timeout)
     hospitals = hospital_grades(grid, nodes, settings)
     counts = {node: [int(info[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)] for node, info in hospitals.items()}
     images = sum(int(info[keys.NUM_EXAMPLES]) for info in hospitals.values())
@@ -107,6 +101,7 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
              settings.algorithm.pack)
     base = dict(settings.round_config())  # built once: the model and training configs travel as JSON in every exchange
     recorder.end_round(0, {})
+    previous_median: float | None = None  # per-image gradient norm of the last exchange: the reference for a bound when few answer
     for server_round in range(1, settings.rounds - recorder.start_round + 1):
         global_round = recorder.start_round + server_round
         tallies = {node: Tally(hospitals[node]) for node in nodes}
@@ -127,7 +122,7 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
                 tallies[node].received += sum(a.numpy().nbytes for a in arrays.values())
                 messages.append(Message(RecordDict({keys.ARRAYS: ArrayRecord(arrays), keys.CONFIG: config}), dst_node_id=node,
                                         message_type=f"{MessageType.TRAIN}.{keys.JUDGE}"))
-            replies = list(grid.send_and_receive(messages, timeout=EXCHANGE_TIMEOUT))
+            replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
             answered = {}
             for reply in replies:
                 node = reply.metadata.src_node_id
@@ -137,15 +132,28 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
                     continue
                 tally, metrics = tallies[node], reply.content[keys.METRICS]
                 gradients = torch.from_numpy(reply.content[keys.ARRAYS][keys.GRADIENTS].numpy())
+                expected = (sum(len(p) for p in chosen[node]), *draws[0][2].shape[1:])
+                if tuple(gradients.shape) != expected or not torch.isfinite(gradients).all():
+                    failed.append((node, f"rejected: gradients of shape {tuple(gradients.shape)} (expected {expected}) or not finite"))
+                    tallies.pop(node)
+                    continue
                 tally.sent += gradients.numpy().nbytes
                 tally.steps += int(metrics[keys.STEPS])
                 tally.seconds += float(metrics[keys.SECONDS])
                 tally.d_losses.append(float(metrics[keys.D_LOSS]))
                 tally.g_losses.append(float(metrics[keys.G_LOSS]))
                 answered[node] = gradients
+            late = [node for node in tallies if node not in answered]
+            norms = {node: float(g.norm()) / max(len(g), 1) ** 0.5 for node, g in answered.items()}  # per image
+            for node, reason in [*((n, f"no reply within the round timeout ({settings.round_timeout:g} s)") for n in late),
+                                 *((n, f"rejected: {r}") for n, r in oversized(norms, previous_median).items())]:
+                failed.append((node, reason))
+                tallies.pop(node)
+                answered.pop(node, None)
+                norms.pop(node, None)
+            previous_median = float(np.median(list(norms.values()))) if norms else previous_median
             if len(tallies) < settings.min_successful:
-                recorder.clients(global_round, [], failed, 0, 0)
-                raise RuntimeError(f"round {global_round}: only {len(tallies)} hospital(s) answered, {settings.min_successful} required")
+                raise RoundFailed(f"round {global_round}: only {len(tallies)} hospital(s) answered, {settings.min_successful} required")
             shares = grade_weights({node: counts[node] for node in answered}, NUM_GRADES) if conditional else None
             total_images = sum(int(hospitals[node][keys.NUM_EXAMPLES]) for node in answered)
             offsets = dict.fromkeys(answered, 0)

@@ -42,6 +42,8 @@ td:first-child, th:first-child { text-align: left; }
 img { image-rendering: pixelated; max-width: 100%; } .muted { color: #777; } code { background: #f4f4f4; padding: 0 .2em; }
 """
 
+#: what each `--disclose` choice reveals, in the report's words
+DISCLOSURE_NOTES = {"grades": "its images per grade", "losses": "its mean losses, steps and seconds per round"}
 METRIC_NOTES = {
     "fd": "Fréchet distance (lower is better)", "kid": "kernel inception-style distance, unbiased (lower is better)",
     "precision": "share of generated samples on the real manifold", "recall": "share of real samples on the generated manifold",
@@ -159,13 +161,32 @@ def grids(run: Path, most: int = 6) -> str:
             '<p class="muted">Fixed noise: the same latent vectors in every grid; conditional models show one row per grade 0–4.</p>')
 
 
-def hospitals_table(lines: list[dict[str, Any]]) -> str:
+def hospitals_table(lines: list[dict[str, Any]], record: dict[str, Any]) -> str:
     first_round = min((r["round"] for r in lines if "client" in r), default=None)
     rows = sorted((r for r in lines if r.get("round") == first_round and "client" in r), key=lambda r: r["client"])
     if not rows:
         return ""
-    return "<h3>Images per grade per hospital</h3>" + table(
-        ["hospital", "images", *(f"grade {g}" for g in range(5))], [[r["client"], r["examples"], *r["grades"]] for r in rows])
+    federation = record.get("config", {}).get("federation", {})
+    revealed = ["its image count (its weight)", *(DISCLOSURE_NOTES[d] for d in federation["disclose"])] if "disclose" in federation else []
+    out = (f"<p>Each hospital revealed to the coordinator: {html.escape('; '.join(revealed))}, besides the model updates "
+           "(or, for mdgan, the gradients) of every round.</p>") if revealed else ""
+    grades = all("grades" in r for r in rows)
+    return out + f"<h3>Images{' per grade' if grades else ''} per hospital</h3>" + table(
+        ["hospital", "images", *((f"grade {g}" for g in range(5)) if grades else ())],
+        [[r["client"], r["examples"], *(r["grades"] if grades else ())] for r in rows])
+
+
+def left_out(lines: list[dict[str, Any]]) -> str:
+    """Replies the coordinator left out, by reason: crashed, late, or rejected by its screening."""
+    reasons: dict[str, list[int]] = {}
+    for r in lines:
+        if "node" in r and "failed" in r:
+            reasons.setdefault(r["failed"], []).append(r["round"])
+    if not reasons:
+        return ""
+    return "<h3>Hospital replies left out</h3>" + table(
+        ["reason", "replies", "rounds"], [[reason, len(rounds), ", ".join(map(str, sorted(set(rounds))))]
+                                          for reason, rounds in sorted(reasons.items(), key=lambda item: -len(item[1]))])
 
 
 def timings(lines: list[dict[str, Any]]) -> str:
@@ -295,8 +316,8 @@ def build_report(run: Path) -> Path:
     if lines:
         figure, caption = loss_figure(lines)
         parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']
-    parts += ["<h2>Samples</h2>", grids(run), "<h2>Timings and communication</h2>", timings(lines),
-              "<h2>Configuration and data</h2>", hospitals_table(lines), config_section(record)]
+    parts += ["<h2>Samples</h2>", grids(run), "<h2>Timings and communication</h2>", timings(lines), left_out(lines),
+              "<h2>Configuration and data</h2>", hospitals_table(lines, record), config_section(record)]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN report: {html.escape(run.name)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     out = run / "report.html"

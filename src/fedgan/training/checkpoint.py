@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -19,11 +20,13 @@ from typing import Any
 import torch
 
 from fedgan import __version__
-from fedgan.atomic import write_bytes_atomic
+from fedgan.atomic import sync_folder, write_bytes_atomic
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.loop import GANState, make_ema, make_optimisers, new_state
+
+log = logging.getLogger(__name__)
 
 FORMAT = "fedgan-checkpoint"
 FORMAT_VERSION = 2  # 2: EMA generator, augmentation RNG, spectral norm and upsampling in the model config
@@ -70,6 +73,7 @@ def save_checkpoint(state: GANState, train_config: TrainConfig, folder: Path, na
     link.unlink(missing_ok=True)
     link.symlink_to(path.name)
     os.replace(link, folder / LATEST)
+    sync_folder(folder)
     return path
 
 
@@ -86,10 +90,32 @@ def prune_checkpoints(folder: Path, prefix: str, keep: int) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and validate a checkpoint file; every failure is one line naming the file."""
+    """Load and validate a checkpoint file; every failure is one line naming the file.
+
+    A run folder or its `latest` whose file is unreadable (a disk that lost the last write)
+    falls back, with a warning, to the newest readable numbered checkpoint before it.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / LATEST if (path / "checkpoints").is_dir() else path / LATEST
+    if path.name != LATEST:
+        return read_checkpoint_file(path)
+    try:
+        return read_checkpoint_file(path.resolve() if path.is_symlink() else path)  # errors name the file, not the link
+    except FedGANError as problem:
+        broken = path.resolve().name
+        for older in sorted((p for p in path.parent.glob("*-[0-9][0-9][0-9][0-9].pt") if p.name != broken), reverse=True):
+            try:
+                data = read_checkpoint_file(older)
+            except FedGANError:
+                continue
+            log.warning("%s; resuming from %s instead", problem, older.name)
+            return data
+        raise
+
+
+def read_checkpoint_file(path: Path) -> dict[str, Any]:
+    """Load and validate one checkpoint file."""
     if not path.exists():
         raise FedGANError(f"{path}: checkpoint not found")
     try:
