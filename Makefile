@@ -17,6 +17,8 @@ demo: $(STAMP)
 	$(VENV)/bin/fedgan demo --out runs/demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -68,7 +68,9 @@ def replicate(source: Path, target: Path, copies: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100, help="photographs to generate")
-    parser.add_argument("--copies", type=int, default=20, help="each photograph is prepared this many times (hard links)")
+    parser.add_argument(
+        "--copies", type=int, default=20, help="each photograph is prepared this many times (hard links)"
+    )
     parser.add_argument("--photo-size", type=int, default=1411, help="photograph height in pixels")
     parser.add_argument("--ct-patients", type=int, default=4)
     args = parser.parse_args()
@@ -89,12 +91,28 @@ def main() -> None:
         started = time.perf_counter()
         naive_count = naive_prepare(tmp_path / "many", tmp_path / "naive.tfrecord.gz", config)
         naive_rate = naive_count / (time.perf_counter() - started)
-        ours = prepare_store(tmp_path / "many", tmp_path / "store", preprocess_config=config, store_config=StoreConfig(), workers=workers, progress=False)
-        one_core = prepare_store(tmp_path / "many", tmp_path / "store1", preprocess_config=config, store_config=StoreConfig(), workers=1, progress=False)
+        ours = prepare_store(
+            tmp_path / "many",
+            tmp_path / "store",
+            preprocess_config=config,
+            store_config=StoreConfig(),
+            workers=workers,
+            progress=False,
+        )
+        one_core = prepare_store(
+            tmp_path / "many",
+            tmp_path / "store1",
+            preprocess_config=config,
+            store_config=StoreConfig(),
+            workers=1,
+            progress=False,
+        )
     print(f"prepare    naive PIL+numpy, 1 process:   {naive_rate:7.1f} images/s")
     print(f"prepare    fedgan, 1 process:            {one_core.images_per_second:7.1f} images/s")
     print(f"prepare    fedgan, {workers} processes:            {ours.images_per_second:7.1f} images/s")
-    print(f"ratio      fedgan / naive, per core:     {ours.images_per_second / workers / naive_rate:7.2f}x   (goal >= 3x)")
+    print(
+        f"ratio      fedgan / naive, per core:     {ours.images_per_second / workers / naive_rate:7.2f}x   (goal >= 3x)"
+    )
     print(f"ratio      fedgan / naive, whole machine:{ours.images_per_second / naive_rate:7.2f}x")
 
 

@@ -41,8 +41,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     plain, private = images_per_second(False, args), images_per_second(True, args)
-    print(f"plain step: {plain:.1f} images/s; DP-SGD step: {private:.1f} images/s; DP costs {plain / private:.2f}x the time "
-          f"({args.resolution} px, batch {args.batch_size}, paper widths with group norm)")
+    print(
+        f"plain step: {plain:.1f} images/s; DP-SGD step: {private:.1f} images/s; DP costs {plain / private:.2f}x the "
+        "time "
+        f"({args.resolution} px, batch {args.batch_size}, paper widths with group norm)"
+    )
 
 
 if __name__ == "__main__":

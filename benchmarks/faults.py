@@ -61,53 +61,112 @@ def make_store(scratch: Path) -> Path:
     store = scratch / "store"
     if not store.exists():
         write_fundus_set(scratch / "photos", count=240, size=128, seed=5, workers=2, progress=False)
-        prepare_store(scratch / "photos", store, preprocess_config=PreprocessConfig(size=32), store_config=StoreConfig(heldout_fraction=0),
-                      workers=2, progress=False)
+        prepare_store(
+            scratch / "photos",
+            store,
+            preprocess_config=PreprocessConfig(size=32),
+            store_config=StoreConfig(heldout_fraction=0),
+            workers=2,
+            progress=False,
+        )
     return store
 
 
 def weights(run: Path) -> np.ndarray:
     data = read_checkpoint(run)
-    return np.concatenate([v.float().numpy().ravel() for net in ("generator", "discriminator") for v in data[net].values()
-                           if v.is_floating_point()])
+    return np.concatenate(
+        [
+            v.float().numpy().ravel()
+            for net in ("generator", "discriminator")
+            for v in data[net].values()
+            if v.is_floating_point()
+        ]
+    )
 
 
 def in_process(store: Path, run: Path, faults: dict[int, Fault], secagg: bool, aggregation: str = "mean") -> dict:
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    settings = FederationSettings(store, run, HOSPITALS, "iid", ROUNDS, MODEL, LOCAL, round_timeout=TIMEOUT,
-                                  algorithm=AlgorithmConfig(aggregation=aggregation))
+    settings = FederationSettings(
+        store,
+        run,
+        HOSPITALS,
+        "iid",
+        ROUNDS,
+        MODEL,
+        LOCAL,
+        round_timeout=TIMEOUT,
+        algorithm=AlgorithmConfig(aggregation=aggregation),
+    )
     settings = with_partition_sizes(Store(store), settings, SecAggSettings() if secagg else None)
     started, error = time.perf_counter(), ""
     try:
-        run_rounds(InProcessGrid(HOSPITALS, faults), Context(1, 0, {}, RecordDict(), {}), settings,
-                   global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))), 0)
+        run_rounds(
+            InProcessGrid(HOSPITALS, faults),
+            Context(1, 0, {}, RecordDict(), {}),
+            settings,
+            global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))),
+            0,
+        )
     except RoundFailed as exc:
         error = str(exc)
     return summary(run, time.perf_counter() - started, error)
 
 
 def summary(run: Path, seconds: float, error: str = "") -> dict:
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").exists() else []
+    lines = (
+        [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        if (run / "metrics.jsonl").exists()
+        else []
+    )
     aggregates = [x for x in lines if x.get("aggregate")]
     reasons = sorted({x["failed"] for x in lines if "node" in x and "failed" in x})
-    return {"finished": len(aggregates) == ROUNDS and not error, "rounds": len(aggregates), "seconds": round(seconds, 1),
-            "hospitals": [x["clients"] for x in aggregates], "log": error or "; ".join(reasons) or "-", "run": str(run)}
+    return {
+        "finished": len(aggregates) == ROUNDS and not error,
+        "rounds": len(aggregates),
+        "seconds": round(seconds, 1),
+        "hospitals": [x["clients"] for x in aggregates],
+        "log": error or "; ".join(reasons) or "-",
+        "run": str(run),
+    }
 
 
 def killed_and_resumed(store: Path, scratch: Path) -> tuple[dict, float]:
-    """`fedgan federate` SIGKILLed mid-round 2, resumed, against the same run uninterrupted: (summary, max |difference|)."""
-    common = ["--store", str(store), "--clients", str(HOSPITALS), "--partition", "iid", "--rounds", str(ROUNDS), "--epochs", "1",
-              "--generator-width", str(MODEL.generator_width),
-              "--discriminator-width", str(MODEL.discriminator_width), "--latent-dim", str(MODEL.latent_dim),
-              "--batch-size", str(LOCAL.batch_size), "-q"]
+    """`fedgan federate` SIGKILLed mid-round, resumed, against the same run uninterrupted.
+
+    Returns the resumed run's summary and the largest absolute weight difference."""
+    common = [
+        "--store",
+        str(store),
+        "--clients",
+        str(HOSPITALS),
+        "--partition",
+        "iid",
+        "--rounds",
+        str(ROUNDS),
+        "--epochs",
+        "1",
+        "--generator-width",
+        str(MODEL.generator_width),
+        "--discriminator-width",
+        str(MODEL.discriminator_width),
+        "--latent-dim",
+        str(MODEL.latent_dim),
+        "--batch-size",
+        str(LOCAL.batch_size),
+        "-q",
+    ]
     fedgan = [sys.executable, "-m", "fedgan", "federate"]
     straight, killed = scratch / "uninterrupted", scratch / "killed"
     for run in (straight, killed):
         shutil.rmtree(run, ignore_errors=True)
     subprocess.run([*fedgan, *common, "--out", str(straight)], check=True, capture_output=True, timeout=900)
-    process = subprocess.Popen([*fedgan, *common, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [*fedgan, *common, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while not (killed / "checkpoints" / "round-0001.pt").exists():
         time.sleep(0.2)
     time.sleep(1.0)  # into round 2
@@ -116,7 +175,9 @@ def killed_and_resumed(store: Path, scratch: Path) -> tuple[dict, float]:
     done_when_killed = read_checkpoint(killed)["extra"]["round"]
     started = time.perf_counter()
     resumed = subprocess.run([*fedgan, "--resume", str(killed), "-q"], capture_output=True, text=True, timeout=900)
-    result = summary(killed, time.perf_counter() - started, "" if resumed.returncode == 0 else resumed.stderr.strip()[-200:])
+    result = summary(
+        killed, time.perf_counter() - started, "" if resumed.returncode == 0 else resumed.stderr.strip()[-200:]
+    )
     lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
     repeated = len(lines) - len({(x.get("round"), x.get("client"), x.get("node"), x.get("aggregate")) for x in lines})
     result["log"] = f"killed after round {done_when_killed} was saved; resumed; {repeated} repeated metrics lines"
@@ -126,12 +187,19 @@ def killed_and_resumed(store: Path, scratch: Path) -> tuple[dict, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scratch", type=Path, default=Path("/tmp/fedgan-faults"))
-    parser.add_argument("--skip-kill", action="store_true", help="leave out the coordinator-kill case (two engine runs)")
+    parser.add_argument(
+        "--skip-kill", action="store_true", help="leave out the coordinator-kill case (two engine runs)"
+    )
     args = parser.parse_args()
     flower_task()
     store = make_store(args.scratch)
-    start = np.concatenate([v.numpy().ravel() for k, v in global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))).items()
-                            if not k.startswith("generator_ema.")])
+    start = np.concatenate(
+        [
+            v.numpy().ravel()
+            for k, v in global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))).items()
+            if not k.startswith("generator_ema.")
+        ]
+    )
     rows: list[tuple[str, dict, str, str]] = []
     base = {secure: in_process(store, args.scratch / f"base-{secure}", {}, secure) for secure in (False, True)}
     moved = {secure: float(np.linalg.norm(weights(Path(base[secure]["run"])) - start)) for secure in (False, True)}
@@ -144,29 +212,63 @@ def main() -> None:
     for secure in (False, True):
         rows.append((f"no fault{' (SecAgg+)' if secure else ''}", base[secure], "0", "-"))
         for count in (1, 3, 5):
-            crash = in_process(store, args.scratch / f"crash{count}-{secure}", dict.fromkeys(range(HOSPITALS, HOSPITALS - count, -1),
-                                                                                             FAULTS["crash"]), secure)
-            rows.append((f"{count} crash mid-round{' (SecAgg+)' if secure else ''}", crash, distance(crash, base[secure], secure), "-"))
+            crash = in_process(
+                store,
+                args.scratch / f"crash{count}-{secure}",
+                dict.fromkeys(range(HOSPITALS, HOSPITALS - count, -1), FAULTS["crash"]),
+                secure,
+            )
+            rows.append(
+                (
+                    f"{count} crash mid-round{' (SecAgg+)' if secure else ''}",
+                    crash,
+                    distance(crash, base[secure], secure),
+                    "-",
+                )
+            )
     crashed_one = in_process(store, args.scratch / "crash-node-10", {HOSPITALS: FAULTS["crash"]}, False)
     for fault in ("nan", "scaled-1e6", "wrong-shape", "extra-key", "inflated-weight", "slow"):
         result = in_process(store, args.scratch / fault, {HOSPITALS: FAULTS[fault]}, False)
-        rows.append((f"{fault} reply from 1 hospital", result, distance(result, base[False], False), distance(result, crashed_one, False)))
+        rows.append(
+            (
+                f"{fault} reply from 1 hospital",
+                result,
+                distance(result, base[False], False),
+                distance(result, crashed_one, False),
+            )
+        )
     for aggregation in AGGREGATIONS:  # robust aggregation: its cost on honest hospitals, and a within-bound attack
         honest = in_process(store, args.scratch / f"{aggregation}-honest", {}, False, aggregation)
-        attacked = in_process(store, args.scratch / f"{aggregation}-attacked", {HOSPITALS: FAULTS["scaled-5x"]}, False, aggregation)
+        attacked = in_process(
+            store, args.scratch / f"{aggregation}-attacked", {HOSPITALS: FAULTS["scaled-5x"]}, False, aggregation
+        )
         rows.append((f"--aggregation {aggregation}, no fault", honest, distance(honest, base[False], False), "-"))
-        rows.append((f"--aggregation {aggregation}, 1 hospital sends 5x its update", attacked, distance(attacked, base[False], False),
-                     f"vs its own fault-free run: {distance(attacked, honest, False)}"))
+        rows.append(
+            (
+                f"--aggregation {aggregation}, 1 hospital sends 5x its update",
+                attacked,
+                distance(attacked, base[False], False),
+                f"vs its own fault-free run: {distance(attacked, honest, False)}",
+            )
+        )
     if not args.skip_kill:
         result, difference = killed_and_resumed(store, args.scratch)
-        rows.append(("coordinator SIGKILLed mid-round, resumed", result, f"max |w - uninterrupted| {difference:.3g}", "-"))
-    print(f"{HOSPITALS} hospitals, IID, {ROUNDS} rounds, {MODEL.resolution} px; round timeout {TIMEOUT:g} s; distances relative to "
-          "the fault-free run's movement from the start\n")
+        rows.append(
+            ("coordinator SIGKILLed mid-round, resumed", result, f"max |w - uninterrupted| {difference:.3g}", "-")
+        )
+    print(
+        f"{HOSPITALS} hospitals, IID, {ROUNDS} rounds, {MODEL.resolution} px; round timeout {TIMEOUT:g} s; distances "
+        "relative to "
+        "the fault-free run's movement from the start\n"
+    )
     print("| case | finished | hospitals per round | vs no fault | vs same hospitals crashing | what the log said |")
     print("|---|---|---|---|---|---|")
     for name, result, versus_base, versus_crash in rows:
-        print(f"| {name} | {'yes' if result['finished'] else 'NO'} ({result['rounds']}/{ROUNDS}) | {result['hospitals']} | "
-              f"{versus_base} | {versus_crash} | {result['log'][:160]} |")
+        print(
+            f"| {name} | {'yes' if result['finished'] else 'NO'} ({result['rounds']}/{ROUNDS}) | "
+            f"{result['hospitals']} | "
+            f"{versus_base} | {versus_crash} | {result['log'][:160]} |"
+        )
 
 
 if __name__ == "__main__":

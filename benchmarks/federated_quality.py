@@ -19,7 +19,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedgan.config import NUM_GRADES, AlgorithmConfig, TrainConfig
@@ -40,11 +39,17 @@ def measure(run: Path, probe: QualityProbe, store: Store, draws: int, seed: int)
     state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
     real_images, real_labels = store.load("train")
     fakes = [sample(state, len(real_images), probe.grade_frequencies, seed + draw) for draw in range(draws)]
-    headline = over_draws(fidelity, probe.real[HEADLINE], [probe.evaluator.embed(images, HEADLINE) for images, _ in fakes])
+    headline = over_draws(
+        fidelity, probe.real[HEADLINE], [probe.evaluator.embed(images, HEADLINE) for images, _ in fakes]
+    )
     grades = per_grade(probe.real[HEADLINE], real_labels, probe.evaluator.embed(fakes[0][0], HEADLINE), fakes[0][1])
     save_samples(state, run.parent / f"{run.name}.png", 50, seed)
-    return {"kid": headline["kid"], "precision": headline["precision"]["value"], "recall": headline["recall"]["value"],
-            "grade_fd": {g: v["fd"] for g, v in grades.items()}}
+    return {
+        "kid": headline["kid"],
+        "precision": headline["precision"]["value"],
+        "recall": headline["recall"]["value"],
+        "grade_fd": {g: v["fd"] for g, v in grades.items()},
+    }
 
 
 def seconds_of(run: Path) -> float:
@@ -66,7 +71,9 @@ def main() -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--clients", default="3,10", help="federation sizes (label-split)")
     parser.add_argument("--algorithms", default="fedavg,fedadam,fedprox,mdgan")
-    parser.add_argument("--epochs", type=int, default=48, help="the baseline's epochs = rounds x local epochs of each federation")
+    parser.add_argument(
+        "--epochs", type=int, default=48, help="the baseline's epochs = rounds x local epochs of each federation"
+    )
     parser.add_argument("--local-epochs", type=int, default=3)
     parser.add_argument("--init", type=Path, help="starting checkpoint for every member (e.g. CT pretraining)")
     parser.add_argument("--generator-width", type=int, default=256)
@@ -75,13 +82,17 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-federated"))
-    parser.add_argument("--reprint", action="store_true", help="print the table of the results already in --out, training nothing")
+    parser.add_argument(
+        "--reprint", action="store_true", help="print the table of the results already in --out, training nothing"
+    )
     args = parser.parse_args()
     store = Store(args.store)
     if args.reprint:
         results = json.loads((args.out / "results.json").read_text())
         for r in results:
-            r["seconds"] = seconds_of(args.out / ("central" if r["member"] == "centralised" else f"{r['member']}-{r['clients']}"))
+            r["seconds"] = seconds_of(
+                args.out / ("central" if r["member"] == "centralised" else f"{r['member']}-{r['clients']}")
+            )
         print_table(results, store, args)
         return
     shutil.rmtree(args.out, ignore_errors=True)
@@ -90,20 +101,49 @@ def main() -> None:
     model = GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width)
     results = []
     started = time.perf_counter()
-    central = train_centralised(args.store, args.out / "central", model_config=model, conditional=True, init=args.init, progress=False,
-                                train_config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed))
+    central = train_centralised(
+        args.store,
+        args.out / "central",
+        model_config=model,
+        conditional=True,
+        init=args.init,
+        progress=False,
+        train_config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+    )
     del central
-    results.append({"member": "centralised", "clients": 1, "seconds": seconds_of(args.out / "central"),
-                    **measure(args.out / "central", probe, store, args.draws, args.seed)})
+    results.append(
+        {
+            "member": "centralised",
+            "clients": 1,
+            "seconds": seconds_of(args.out / "central"),
+            **measure(args.out / "central", probe, store, args.draws, args.seed),
+        }
+    )
     print(f"centralised done in {time.perf_counter() - started:.0f} s", flush=True)
     rounds = args.epochs // args.local_epochs
     for clients in map(int, args.clients.split(",")):
         for name in args.algorithms.split(","):
             run = args.out / f"{name}-{clients}"
-            federate(args.store, run, clients=clients, partition_kind="label-split", rounds=rounds, model_config=model,
-                     train_config=TrainConfig(epochs=args.local_epochs, batch_size=args.batch_size, seed=args.seed), conditional=True,
-                     init=args.init, algorithm=AlgorithmConfig(name))
-            results.append({"member": name, "clients": clients, "seconds": seconds_of(run), **measure(run, probe, store, args.draws, args.seed)})
+            federate(
+                args.store,
+                run,
+                clients=clients,
+                partition_kind="label-split",
+                rounds=rounds,
+                model_config=model,
+                train_config=TrainConfig(epochs=args.local_epochs, batch_size=args.batch_size, seed=args.seed),
+                conditional=True,
+                init=args.init,
+                algorithm=AlgorithmConfig(name),
+            )
+            results.append(
+                {
+                    "member": name,
+                    "clients": clients,
+                    "seconds": seconds_of(run),
+                    **measure(run, probe, store, args.draws, args.seed),
+                }
+            )
             print(f"{name} x {clients} done at {time.perf_counter() - started:.0f} s", flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print_table(results, store, args)
@@ -111,18 +151,28 @@ def main() -> None:
 
 def print_table(results: list[dict], store: Store, args: argparse.Namespace) -> None:
     base = results[0]
-    print(f"\nstore {args.store}, label-split, {args.epochs} epochs of images seen by each member, G {args.generator_width} / "
-          f"D {args.discriminator_width}, batch {args.batch_size}, {torch.get_num_threads()} threads")
-    print(f"{'member':<12} {'clients':>7} {'KID (structure) [95 %]':>30} {'KID/central':>11} {'prec':>5} {'rec':>5} "
-          f"{'rare-grade FD/central':>30} {'seconds':>8} {'time/central':>12}")
+    print(
+        f"\nstore {args.store}, label-split, {args.epochs} epochs of images seen by each member, G "
+        f"{args.generator_width} / "
+        f"D {args.discriminator_width}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'member':<12} {'clients':>7} {'KID (structure) [95 %]':>30} {'KID/central':>11} {'prec':>5} {'rec':>5} "
+        f"{'rare-grade FD/central':>30} {'seconds':>8} {'time/central':>12}"
+    )
     for r in results:
         few = [g for g, n in enumerate(holders(store, r["clients"], args.seed)) if n <= 2] if r["clients"] > 1 else []
-        rare = " ".join(f"g{g}:{r['grade_fd'][str(g)] / base['grade_fd'][str(g)]:.2f}" for g in few
-                        if str(g) in r["grade_fd"] and str(g) in base["grade_fd"])
+        rare = " ".join(
+            f"g{g}:{r['grade_fd'][str(g)] / base['grade_fd'][str(g)]:.2f}"
+            for g in few
+            if str(g) in r["grade_fd"] and str(g) in base["grade_fd"]
+        )
         kid = r["kid"]
-        print(f"{r['member']:<12} {r['clients']:>7} {kid['value']:>10.3g} [{kid['low']:.3g}, {kid['high']:.3g}]".ljust(52)
-              + f" {kid['value'] / base['kid']['value']:>11.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {rare:>30} "
-              f"{r['seconds']:>8.0f} {r['seconds'] / base['seconds']:>12.2f}")
+        print(
+            f"{r['member']:<12} {r['clients']:>7} {kid['value']:>10.3g} [{kid['low']:.3g}, {kid['high']:.3g}]".ljust(52)
+            + f" {kid['value'] / base['kid']['value']:>11.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {rare:>30} "
+            f"{r['seconds']:>8.0f} {r['seconds'] / base['seconds']:>12.2f}"
+        )
     print(f"sample grids in {args.out}/*.png")
 
 

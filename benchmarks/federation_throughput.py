@@ -8,7 +8,8 @@ load: the first round minus a steady round) and the ratio federated/centralised 
 and for steady rounds. Each federation runs again with SecAgg+ (same hospitals, same images), and
 the extra time of a steady secure round is printed as a share of that round.
 
-    python benchmarks/federation_throughput.py [--images 480] [--rounds 3] [--clients 3,10] [--client-cpus 0] [--no-secagg]
+    python benchmarks/federation_throughput.py [--images 480] [--rounds 3] [--clients 3,10] \\
+        [--client-cpus 0] [--no-secagg]
 
 Goals: ratio <= 1.10; SecAgg+ <= 15 % of round time.
 """
@@ -45,9 +46,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         write_fundus_set(tmp_path / "raw", count=args.images * 5 // 4, size=256, progress=False)
-        prepare_store(tmp_path / "raw", tmp_path / "store", preprocess_config=PreprocessConfig(size=64), store_config=StoreConfig(), progress=False)
+        prepare_store(
+            tmp_path / "raw",
+            tmp_path / "store",
+            preprocess_config=PreprocessConfig(size=64),
+            store_config=StoreConfig(),
+            progress=False,
+        )
         started = time.perf_counter()
-        train_centralised(tmp_path / "store", tmp_path / "central", model_config=GANConfig(), train_config=train, progress=False)
+        train_centralised(
+            tmp_path / "store", tmp_path / "central", model_config=GANConfig(), train_config=train, progress=False
+        )
         central = time.perf_counter() - started
         print(f"centralised: {args.rounds} epochs over {args.images} images in {central:.1f} s")
         for clients in (int(c) for c in args.clients.split(",")):
@@ -56,23 +65,44 @@ def main() -> None:
             warm_up = wall - steady * len(rounds)  # engine start + first-round process start and data loading
             print(f"{clients:>2} hospitals: wall {wall:.1f} s, rounds {' + '.join(f'{r:.1f}' for r in rounds)} s")
             print(f"    one-time start (engine, hospital processes, data loading): {warm_up:.1f} s")
-            print(f"    ratio federated/centralised per pass over the data: all rounds {sum(rounds) / central:.2f}x, "
-                  f"steady rounds {steady * args.rounds / central:.2f}x (goal <= 1.10)")
+            print(
+                f"    ratio federated/centralised per pass over the data: all rounds {sum(rounds) / central:.2f}x, "
+                f"steady rounds {steady * args.rounds / central:.2f}x (goal <= 1.10)"
+            )
             if args.secagg:
                 _, secure = federation(tmp_path, clients, args, secagg=SecAggSettings())
                 secure_steady = sum(secure[1:]) / max(len(secure) - 1, 1)
-                print(f"    SecAgg+: steady round {secure_steady:.1f} s vs {steady:.1f} s plain: "
-                      f"{(secure_steady - steady) / secure_steady:.0%} of the secure round (goal <= 15 %)")
+                print(
+                    f"    SecAgg+: steady round {secure_steady:.1f} s vs {steady:.1f} s plain: "
+                    f"{(secure_steady - steady) / secure_steady:.0%} of the secure round (goal <= 15 %)"
+                )
 
 
-def federation(tmp_path: Path, clients: int, args: argparse.Namespace, secagg: SecAggSettings | None) -> tuple[float, list[float]]:
+def federation(
+    tmp_path: Path, clients: int, args: argparse.Namespace, secagg: SecAggSettings | None
+) -> tuple[float, list[float]]:
     """Wall time and per-round seconds of one simulated federation over the store."""
-    run = tmp_path / f"fed{clients}{'-secure' if secagg else ''}"  # GANConfig(): the paper's widths, 64 px from the store
+    run = (
+        tmp_path / f"fed{clients}{'-secure' if secagg else ''}"
+    )  # GANConfig(): the paper's widths, 64 px from the store
     started = time.perf_counter()
-    federate(tmp_path / "store", run, clients=clients, partition_kind="iid", rounds=args.rounds, model_config=GANConfig(),
-             train_config=TrainConfig(epochs=1, batch_size=args.batch_size), client_cpus=args.client_cpus, secagg=secagg)
+    federate(
+        tmp_path / "store",
+        run,
+        clients=clients,
+        partition_kind="iid",
+        rounds=args.rounds,
+        model_config=GANConfig(),
+        train_config=TrainConfig(epochs=1, batch_size=args.batch_size),
+        client_cpus=args.client_cpus,
+        secagg=secagg,
+    )
     wall = time.perf_counter() - started
-    return wall, [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"aggregate"' in line]
+    return wall, [
+        json.loads(line)["seconds"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"aggregate"' in line
+    ]
 
 
 if __name__ == "__main__":

@@ -38,10 +38,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        made = write_fundus_set(Path(tmp) / "raw", count=args.train + args.test, size=args.photo_size, seed=args.seed, progress=False)
+        made = write_fundus_set(
+            Path(tmp) / "raw", count=args.train + args.test, size=args.photo_size, seed=args.seed, progress=False
+        )
         generated = time.perf_counter()
         store_config = StoreConfig(heldout_fraction=args.test / (args.train + args.test), seed=args.seed)
-        prepare_store(Path(tmp) / "raw", Path(tmp) / "store", preprocess_config=PreprocessConfig(size=args.image_size), store_config=store_config, progress=False)
+        prepare_store(
+            Path(tmp) / "raw",
+            Path(tmp) / "store",
+            preprocess_config=PreprocessConfig(size=args.image_size),
+            store_config=store_config,
+            progress=False,
+        )
         store = Store(Path(tmp) / "store")
         x_train, y_train = store.load("train")
         x_test, y_test = store.load("heldout")
@@ -53,9 +61,15 @@ def main() -> None:
     kappa = quadratic_weighted_kappa(y_test, predicted)
     confusion = np.zeros((5, 5), int)
     np.add.at(confusion, (y_test, predicted), 1)
-    print(f"generated {made.images} photographs ({args.photo_size} px) in {generated - started:.0f} s "
-          f"({made.images_per_second:.1f} images/s); prepared in {prepared - generated:.0f} s; trained in {trained - prepared:.0f} s")
-    print(f"train {len(y_train)} per grade {np.bincount(y_train, minlength=5).tolist()}; test {len(y_test)} per grade {np.bincount(y_test, minlength=5).tolist()}")
+    print(
+        f"generated {made.images} photographs ({args.photo_size} px) in {generated - started:.0f} s "
+        f"({made.images_per_second:.1f} images/s); prepared in {prepared - generated:.0f} s; trained in "
+        f"{trained - prepared:.0f} s"
+    )
+    print(
+        f"train {len(y_train)} per grade {np.bincount(y_train, minlength=5).tolist()}; test {len(y_test)} per grade "
+        f"{np.bincount(y_test, minlength=5).tolist()}"
+    )
     print("confusion (rows: true grade, columns: predicted)")
     print(confusion)
     print(f"accuracy {np.mean(predicted == y_test):.3f}")

@@ -32,9 +32,14 @@ from fedgan.training.run import model_config_for
 from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights
 
 
-def run(store_path: Path, hospitals: int, pack: int, args: argparse.Namespace, probe: QualityProbe) -> list[tuple[int, float, float]]:
-    model = model_config_for(Store(store_path), GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
-                             conditional=True)
+def run(
+    store_path: Path, hospitals: int, pack: int, args: argparse.Namespace, probe: QualityProbe
+) -> list[tuple[int, float, float]]:
+    model = model_config_for(
+        Store(store_path),
+        GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
+        conditional=True,
+    )
     train = TrainConfig(batch_size=args.batch_size, seed=args.seed)
     state = new_state(model, train, torch.device("cpu"))
     if args.init:
@@ -45,9 +50,19 @@ def run(store_path: Path, hospitals: int, pack: int, args: argparse.Namespace, p
     for h, part in enumerate(partition(labels.numpy(), hospitals, "label-split", args.seed)):
         discriminator = Discriminator(model)
         discriminator.load_state_dict(state.discriminator.state_dict())
-        optimiser = torch.optim.Adam(discriminator.parameters(), lr=train.lr_discriminator, betas=(train.beta1, train.beta2))
-        judges.append(Judge(DiscriminatorSide(discriminator, optimiser), images[part], labels[part], dataclasses.replace(train, seed=h),
-                            augment_generator(h), conditional=True))
+        optimiser = torch.optim.Adam(
+            discriminator.parameters(), lr=train.lr_discriminator, betas=(train.beta1, train.beta2)
+        )
+        judges.append(
+            Judge(
+                DiscriminatorSide(discriminator, optimiser),
+                images[part],
+                labels[part],
+                dataclasses.replace(train, seed=h),
+                augment_generator(h),
+                conditional=True,
+            )
+        )
         counts.append([int((labels[part] == g).sum()) for g in range(NUM_GRADES)])
     pooled = torch.tensor(np.sum(counts, axis=0), dtype=torch.float64)
     shares = grade_weights(dict(enumerate(counts)), NUM_GRADES)
@@ -81,11 +96,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     probe = QualityProbe.for_store(args.store, seed=args.seed)
-    print(f"store {args.store}, label-split, batch {args.batch_size}, {torch.get_num_threads()} threads; KID (structure) at steps")
+    print(
+        f"store {args.store}, label-split, batch {args.batch_size}, {torch.get_num_threads()} threads; KID "
+        "(structure) at steps"
+    )
     for spec in args.runs.split(","):
         hospitals, pack = map(int, spec.split("x"))
         curve = run(args.store, hospitals, pack, args, probe)
-        print(f"{hospitals:>3} hospitals, pack {pack}: " + "  ".join(f"{s}:{k:.3g} ({t:.0f} s)" for s, t, k in curve), flush=True)
+        print(
+            f"{hospitals:>3} hospitals, pack {pack}: " + "  ".join(f"{s}:{k:.3g} ({t:.0f} s)" for s, t, k in curve),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

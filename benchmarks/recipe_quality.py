@@ -22,7 +22,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fedgan.config import TrainConfig, from_dict
@@ -53,14 +52,19 @@ def configs(variant: str, model: GANConfig, train: TrainConfig) -> tuple[GANConf
         except json.JSONDecodeError:
             values[key] = raw
     model = from_dict(GANConfig, {k: v for k, v in values.items() if k.replace("-", "_") in MODEL_FIELDS}, base=model)
-    train = from_dict(TrainConfig, {k: v for k, v in values.items() if k.replace("-", "_") not in MODEL_FIELDS}, base=train)
+    train = from_dict(
+        TrainConfig, {k: v for k, v in values.items() if k.replace("-", "_") not in MODEL_FIELDS}, base=train
+    )
     return model, train
 
 
 def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> dict:
     store = Store(store_path)
-    base_model = model_config_for(store, GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
-                                  conditional=True)
+    base_model = model_config_for(
+        store,
+        GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
+        conditional=True,
+    )
     model, train = configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
     images, labels = load_training_data(store, conditional=True)
     state = new_state(model, train, torch.device("cpu"))
@@ -82,10 +86,18 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
     save_samples(state, args.out / f"{variant}.png", 50, args.seed)
     real_images, _ = store.load("train")
     fakes = [sample(state, len(real_images), probe.grade_frequencies, args.seed + draw) for draw in range(args.draws)]
-    result = {"variant": variant, "steps": state.step, "seconds": trained, "curve": curve,
-              "pixel_spread": float(fakes[0][0].std(axis=0).mean()), "real_pixel_spread": float(real_images.std(axis=0).mean())}
+    result = {
+        "variant": variant,
+        "steps": state.step,
+        "seconds": trained,
+        "curve": curve,
+        "pixel_spread": float(fakes[0][0].std(axis=0).mean()),
+        "real_pixel_spread": float(real_images.std(axis=0).mean()),
+    }
     for space in SPACES:
-        result[space] = over_draws(fidelity, probe.real[space], [probe.evaluator.embed(images, space) for images, _ in fakes])
+        result[space] = over_draws(
+            fidelity, probe.real[space], [probe.evaluator.embed(images, space) for images, _ in fakes]
+        )
     if args.tstr:
         _, test = heldout_halves(store)
         test_images, test_labels = store.load("heldout", test)
@@ -99,15 +111,21 @@ def interval(metric: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", type=Path, required=True, help="a prepared, graded store (e.g. runs/demo/stores/fundus)")
-    parser.add_argument("--recipes", default="paper,small-data", help="comma-separated recipes, each with optional +key=value")
+    parser.add_argument(
+        "--store", type=Path, required=True, help="a prepared, graded store (e.g. runs/demo/stores/fundus)"
+    )
+    parser.add_argument(
+        "--recipes", default="paper,small-data", help="comma-separated recipes, each with optional +key=value"
+    )
     parser.add_argument("--budget", type=float, default=240, help="training seconds per recipe")
     parser.add_argument("--eval-every", type=float, default=30, help="training seconds between probes")
     parser.add_argument("--generator-width", type=int, default=256, help="the demo's quarter width")
     parser.add_argument("--discriminator-width", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--draws", type=int, default=5, help="generated sets for the intervals")
-    parser.add_argument("--tstr", action="store_true", help="also train a grader on generated images (kappa on real test images)")
+    parser.add_argument(
+        "--tstr", action="store_true", help="also train a grader on generated images (kappa on real test images)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-recipes"), help="sample grids and results.json")
     args = parser.parse_args()
@@ -115,8 +133,10 @@ def main() -> None:
     probe = QualityProbe.for_store(args.store, seed=args.seed)
     results = [train_for(variant, args.store, probe, args) for variant in args.recipes.split(",")]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"store {args.store}, {args.budget:.0f} s of training per recipe, G width {args.generator_width}, "
-          f"D width {args.discriminator_width}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(
+        f"store {args.store}, {args.budget:.0f} s of training per recipe, G width {args.generator_width}, "
+        f"D width {args.discriminator_width}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+    )
     if args.tstr:
         print(f"real-trained grader kappa: {real_baseline(args.store, probe.evaluator)['real_trained']['kappa']:.3f}")
     for space in SPACES:
@@ -124,13 +144,24 @@ def main() -> None:
         print(f"{'recipe':<40} {'steps':>6} {'FD':>24} {'KID':>28} {'precision':>20} {'recall':>20} {'coverage':>20}")
         for r in results:
             m = r[space]
-            print(f"{r['variant']:<40} {r['steps']:>6} {interval(m['fd']):>24} {interval(m['kid']):>28} {interval(m['precision']):>20} "
-                  f"{interval(m['recall']):>20} {interval(m['coverage']):>20}")
+            print(
+                f"{r['variant']:<40} {r['steps']:>6} {interval(m['fd']):>24} {interval(m['kid']):>28} "
+                f"{interval(m['precision']):>20} "
+                f"{interval(m['recall']):>20} {interval(m['coverage']):>20}"
+            )
     baseline = results[0]
-    print(f"\nKID ratio to {baseline['variant']} (structure space): "
-          + ", ".join(f"{r['variant']} {r['structure']['kid']['value'] / baseline['structure']['kid']['value']:.3f}" for r in results[1:]))
-    print("pixel spread across samples (real " f"{baseline['real_pixel_spread']:.3f}): "
-          + ", ".join(f"{r['variant']} {r['pixel_spread']:.3f}" for r in results))
+    print(
+        f"\nKID ratio to {baseline['variant']} (structure space): "
+        + ", ".join(
+            f"{r['variant']} {r['structure']['kid']['value'] / baseline['structure']['kid']['value']:.3f}"
+            for r in results[1:]
+        )
+    )
+    print(
+        "pixel spread across samples (real "
+        f"{baseline['real_pixel_spread']:.3f}): "
+        + ", ".join(f"{r['variant']} {r['pixel_spread']:.3f}" for r in results)
+    )
     if args.tstr:
         print("TSTR kappa: " + ", ".join(f"{r['variant']} {r['tstr']['kappa']:.3f}" for r in results))
     print("\nKID (structure) against training seconds:")

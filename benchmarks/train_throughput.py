@@ -34,7 +34,9 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_ceiling(device: torch.device, size: int = 4096, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+def matmul_ceiling(
+    device: torch.device, size: int = 4096, repeats: int = 10, dtype: torch.dtype = torch.float32
+) -> float:
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
@@ -54,8 +56,9 @@ def reference_step(state: GANState, real: torch.Tensor, use_autocast: bool) -> N
     with autocast(device) if use_autocast else torch.autocast(device.type, enabled=False):
         fake = g(z)
         out_real, out_fake = d(real), d(fake.detach())
-        loss_d = F.binary_cross_entropy_with_logits(out_real.float(), torch.full_like(out_real.float(), 0.9)) + \
-            F.binary_cross_entropy_with_logits(out_fake.float(), torch.zeros_like(out_fake.float()))
+        loss_d = F.binary_cross_entropy_with_logits(
+            out_real.float(), torch.full_like(out_real.float(), 0.9)
+        ) + F.binary_cross_entropy_with_logits(out_fake.float(), torch.zeros_like(out_fake.float()))
     state.opt_discriminator.zero_grad()
     loss_d.backward()
     state.opt_discriminator.step()
@@ -82,12 +85,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--resolutions", default="64,128")
-    parser.add_argument("--repeats", type=int, default=0, help="timed steps per round, 2 rounds (default: 5 on CPU at 64 px, 2 at 128 px, 20 on GPU)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=0,
+        help="timed steps per round, 2 rounds (default: 5 on CPU at 64 px, 2 at 128 px, 20 on GPU)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     ceiling = matmul_ceiling(device)
-    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}, batch {args.batch_size}")
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({hardware}), torch {torch.__version__}, batch {args.batch_size}")
     print(f"fp32 matmul ceiling: {ceiling:8.1f} GFLOP/s")
     if device.type == "cuda":
         print(f"bf16 matmul ceiling: {matmul_ceiling(device, dtype=torch.bfloat16):8.1f} GFLOP/s")
@@ -102,16 +110,30 @@ def main() -> None:
         # Interleaved rounds, best of each: both see the same machine state (CPU clocks drift).
         ours, plain = float("inf"), float("inf")
         for _ in range(2):
-            ours = min(ours, timed(lambda: train_step(state, real, None, config), device, repeats))
-            plain = min(plain, timed(lambda: reference_step(state, real, use_autocast=False), device, repeats))
+            ours = min(
+                ours, timed(lambda state=state, real=real: train_step(state, real, None, config), device, repeats)
+            )
+            plain = min(
+                plain,
+                timed(lambda state=state, real=real: reference_step(state, real, use_autocast=False), device, repeats),
+            )
         print(f"{resolution:>4} px  step {flops / 1e9:8.1f} GFLOP")
-        print(f"      fedgan step:         {args.batch_size / ours:8.1f} images/s  {flops / ours / 1e9:8.1f} GFLOP/s  "
-              f"{100 * flops / ours / 1e9 / ceiling:5.1f} % of fp32 ceiling")
-        print(f"      plain PyTorch fp32:  {args.batch_size / plain:8.1f} images/s  {flops / plain / 1e9:8.1f} GFLOP/s  "
-              f"ratio fedgan/plain {plain / ours:5.2f}x")
+        print(
+            f"      fedgan step:         {args.batch_size / ours:8.1f} images/s  {flops / ours / 1e9:8.1f} GFLOP/s  "
+            f"{100 * flops / ours / 1e9 / ceiling:5.1f} % of fp32 ceiling"
+        )
+        print(
+            f"      plain PyTorch fp32:  {args.batch_size / plain:8.1f} images/s  {flops / plain / 1e9:8.1f} GFLOP/s  "
+            f"ratio fedgan/plain {plain / ours:5.2f}x"
+        )
         if device.type == "cuda":
-            plain_amp = timed(lambda: reference_step(state, real, use_autocast=True), device, repeats)
-            print(f"      plain PyTorch bf16:  {args.batch_size / plain_amp:8.1f} images/s  ratio fedgan/plain-bf16 {plain_amp / ours:5.2f}x")
+            plain_amp = timed(
+                lambda state=state, real=real: reference_step(state, real, use_autocast=True), device, repeats
+            )
+            print(
+                f"      plain PyTorch bf16:  {args.batch_size / plain_amp:8.1f} images/s  ratio fedgan/plain-bf16 "
+                f"{plain_amp / ours:5.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from fedgan.data.sources.synth_sets import write_ct_set, write_fundus_set
 def fundus_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 photographs (192 px) in the EyePACS layout, every grade present."""
     out = tmp_path_factory.mktemp("data") / "eyepacs"
-    write_fundus_set(out, count=40, size=192, seed=7, grade_mix=(0.4, 0.15, 0.15, 0.15, 0.15), workers=2, progress=False)
+    write_fundus_set(
+        out, count=40, size=192, seed=7, grade_mix=(0.4, 0.15, 0.15, 0.15, 0.15), workers=2, progress=False
+    )
     return out
 
 
@@ -30,6 +32,12 @@ def small_store(source: Path, out: Path, size: int, heldout: float) -> Path:
     from fedgan.config import PreprocessConfig, StoreConfig
     from fedgan.data.prepare import prepare_store
 
-    prepare_store(source, out, preprocess_config=PreprocessConfig(size=size), store_config=StoreConfig(heldout_fraction=heldout),
-                  workers=1, progress=False)
+    prepare_store(
+        source,
+        out,
+        preprocess_config=PreprocessConfig(size=size),
+        store_config=StoreConfig(heldout_fraction=heldout),
+        workers=1,
+        progress=False,
+    )
     return out

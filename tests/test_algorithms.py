@@ -32,18 +32,37 @@ def strategy_for(name: str, tmp_path: Path, **options: float):
 
 
 def reply(weights: dict[str, np.ndarray], examples: int, partition_id: int) -> Message:
-    metrics = {keys.NUM_EXAMPLES: examples, keys.UNIT_WEIGHT: 1, keys.PARTITION_ID: partition_id, keys.D_LOSS: 1.0, keys.G_LOSS: 1.0,
-               keys.STEPS: 1, keys.SECONDS: 0.1, **{keys.GRADE_COUNT.format(g): 0 for g in range(5)}}
-    content = RecordDict({keys.ARRAYS: ArrayRecord({k: Array(v) for k, v in weights.items()}), keys.METRICS: MetricRecord(metrics)})
+    metrics = {
+        keys.NUM_EXAMPLES: examples,
+        keys.UNIT_WEIGHT: 1,
+        keys.PARTITION_ID: partition_id,
+        keys.D_LOSS: 1.0,
+        keys.G_LOSS: 1.0,
+        keys.STEPS: 1,
+        keys.SECONDS: 0.1,
+        **{keys.GRADE_COUNT.format(g): 0 for g in range(5)},
+    }
+    content = RecordDict(
+        {keys.ARRAYS: ArrayRecord({k: Array(v) for k, v in weights.items()}), keys.METRICS: MetricRecord(metrics)}
+    )
     message = Message(content=content, dst_node_id=0, message_type="train")
     message.metadata.__dict__["_src_node_id"] = partition_id + 1  # as the grid delivers it: from the hospital's node
     return message
 
 
-def one_round(strategy, current: dict[str, np.ndarray], updates: list[dict[str, np.ndarray]], examples: list[int], server_round: int):
+def one_round(
+    strategy,
+    current: dict[str, np.ndarray],
+    updates: list[dict[str, np.ndarray]],
+    examples: list[int],
+    server_round: int,
+):
     arrays = ArrayRecord({k: Array(v.copy()) for k, v in current.items()})
     strategy.configure_train(server_round, arrays, ConfigRecord(), grid=FakeGrid())
-    replies = [reply({k: current[k] + u[k] for k in current}, n, i) for i, (u, n) in enumerate(zip(updates, examples))]
+    replies = [
+        reply({k: current[k] + u[k] for k in current}, n, i)
+        for i, (u, n) in enumerate(zip(updates, examples, strict=True))
+    ]
     result, _ = strategy.aggregate_train(server_round, replies)
     return {k: v.numpy() for k, v in result.items()}
 
@@ -117,7 +136,9 @@ def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
     from fedgan.federation.secure import SecAggSettings
 
     with pytest.raises(FedGANError, match="--secagg runs with --algorithm fedavg or fedprox only"):
-        federate(tmp_path / "none", tmp_path / "x", clients=2, secagg=SecAggSettings(), algorithm=AlgorithmConfig("fedadam"))
+        federate(
+            tmp_path / "none", tmp_path / "x", clients=2, secagg=SecAggSettings(), algorithm=AlgorithmConfig("fedadam")
+        )
     with pytest.raises(FedGANError, match="algorithm must be one of"):
         AlgorithmConfig("fedsgd")
     assert not (tmp_path / "x").exists()
@@ -130,10 +151,26 @@ def test_fedadam_federates_and_resumes_exactly(fundus_set: Path, tmp_path: Path)
 
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
     algorithm = AlgorithmConfig("fedadam")
-    straight = federate(store, tmp_path / "a", clients=2, partition_kind="label-split", rounds=2, model_config=TINY,
-                        train_config=LOCAL, algorithm=algorithm)
-    stopped = federate(store, tmp_path / "b", clients=2, partition_kind="label-split", rounds=1, model_config=TINY,
-                       train_config=LOCAL, algorithm=algorithm)
+    straight = federate(
+        store,
+        tmp_path / "a",
+        clients=2,
+        partition_kind="label-split",
+        rounds=2,
+        model_config=TINY,
+        train_config=LOCAL,
+        algorithm=algorithm,
+    )
+    stopped = federate(
+        store,
+        tmp_path / "b",
+        clients=2,
+        partition_kind="label-split",
+        rounds=1,
+        model_config=TINY,
+        train_config=LOCAL,
+        algorithm=algorithm,
+    )
     assert set(read_checkpoint(stopped)["extra"][SERVER_OPTIMISER]) == {"m_t", "v_t"}
     resume_federation(stopped, rounds=2)
     a, b = read_checkpoint(straight), read_checkpoint(stopped)
@@ -148,18 +185,27 @@ def test_a_fedprox_hospital_stays_nearer_the_global_model(fundus_set: Path, tmp_
     import dataclasses
     import json
 
+    from conftest import small_store
     from flwr.app import Context, RecordDict
 
-    from conftest import small_store
     from fedgan.federation.client_app import train_locally
 
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
     start = global_weights(new_state(TINY, LOCAL, torch.device("cpu")))
     context = Context(1, 1, {keys.NODE_PARTITION_ID: 0, keys.NODE_NUM_PARTITIONS: 2}, RecordDict(), {})
-    config = {keys.STORE: str(store), keys.PARTITION: "iid", keys.NUM_CLIENTS: 2, keys.ALPHA: 0.5, keys.GLOBAL_ROUND: 1,
-              keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(TINY)), keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(LOCAL))}
+    config = {
+        keys.STORE: str(store),
+        keys.PARTITION: "iid",
+        keys.NUM_CLIENTS: 2,
+        keys.ALPHA: 0.5,
+        keys.GLOBAL_ROUND: 1,
+        keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(TINY)),
+        keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(LOCAL)),
+    }
     moved = {}
     for mu in (0.0, 5.0):
         trained, _ = train_locally(dict(start), {**config, keys.PROXIMAL_MU: mu}, context)
-        moved[mu] = sum(float((trained[k] - v).square().sum()) for k, v in start.items() if not k.startswith("generator_ema"))
+        moved[mu] = sum(
+            float((trained[k] - v).square().sum()) for k, v in start.items() if not k.startswith("generator_ema")
+        )
     assert 0 < moved[5.0] < moved[0.0]

@@ -11,8 +11,23 @@ import pytest
 
 from fedgan.cli import main
 
-COMMANDS = [["synth"], ["synth", "fundus"], ["synth", "ct"], ["prepare"], ["inspect"], ["partition"], ["train"], ["federate"],
-            ["evaluate"], ["sample"], ["audit"], ["report"], ["sweep"], ["demo"], ["certs"]]
+COMMANDS = [
+    ["synth"],
+    ["synth", "fundus"],
+    ["synth", "ct"],
+    ["prepare"],
+    ["inspect"],
+    ["partition"],
+    ["train"],
+    ["federate"],
+    ["evaluate"],
+    ["sample"],
+    ["audit"],
+    ["report"],
+    ["sweep"],
+    ["demo"],
+    ["certs"],
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -27,7 +42,9 @@ def test_every_command_has_help_with_examples(command: list[str], capsys: pytest
     out = capsys.readouterr().out
     assert "examples:" in out and "fedgan " in out
     examples = [line.strip() for line in out.split("examples:", 1)[1].splitlines() if line.strip()]
-    assert examples and all(line.startswith(f"fedgan {' '.join(command)}") for line in examples), examples  # no stray commands
+    assert examples and all(line.startswith(f"fedgan {' '.join(command)}") for line in examples), (
+        examples
+    )  # no stray commands
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,11 +64,48 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
 
 
 def test_synth_prepare_inspect_partition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["synth", "fundus", "--out", str(tmp_path / "raw"), "--count", "25", "--size", "96", "--grade-mix", "2,1,1,1,1", "-q", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "fundus",
+                "--out",
+                str(tmp_path / "raw"),
+                "--count",
+                "25",
+                "--size",
+                "96",
+                "--grade-mix",
+                "2,1,1,1,1",
+                "-q",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "wrote 25 fundus photographs" in capsys.readouterr().out
     config = tmp_path / "prep.toml"
     config.write_text("[preprocess]\nsize = 32\ngamma = 1.0\n[store]\nshard-size = 10\n")
-    assert main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "store"), "--config", str(config), "--bins", "8", "-q", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--input",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "store"),
+                "--config",
+                str(config),
+                "--bins",
+                "8",
+                "-q",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "prepared 25 images (eyepacs layout)" in out and "skipped 0" in out
     assert main(["inspect", str(tmp_path / "store"), "--verify", "--records", "3"]) == 0
@@ -67,13 +121,31 @@ def test_unknown_config_key_is_rejected(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "raw").mkdir()
     config = tmp_path / "bad.toml"
     config.write_text("[preprocess]\nclahe-clipp = 3\n")
-    assert main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "s"), "--config", str(config)]) == 1
+    assert (
+        main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "s"), "--config", str(config)]) == 1
+    )
     assert "unknown config key 'clahe-clipp'" in capsys.readouterr().err
 
 
 def test_ct_synth_and_prepare_from_the_command_line(tmp_path: Path) -> None:
-    assert run("synth", "ct", "--out", str(tmp_path / "ct"), "--patients", "1", "--slices", "3", "--size", "96", "-q").returncode == 0
-    result = run("prepare", "--input", str(tmp_path / "ct"), "--out", str(tmp_path / "store"), "--size", "32", "--heldout", "0", "-q")
+    assert (
+        run(
+            "synth", "ct", "--out", str(tmp_path / "ct"), "--patients", "1", "--slices", "3", "--size", "96", "-q"
+        ).returncode
+        == 0
+    )
+    result = run(
+        "prepare",
+        "--input",
+        str(tmp_path / "ct"),
+        "--out",
+        str(tmp_path / "store"),
+        "--size",
+        "32",
+        "--heldout",
+        "0",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     assert "prepared 3 images (dicom layout)" in result.stdout
 
@@ -105,7 +177,12 @@ def test_certs_make_a_ca_a_superlink_certificate_and_hospital_keys(tmp_path: Pat
     from cryptography.hazmat.primitives.asymmetric import ec
 
     out = tmp_path / "certs"
-    assert main(["certs", "--out", str(out), "--hospitals", "2", "--host", "coordinator.example.org", "--host", "10.0.0.5"]) == 0
+    assert (
+        main(
+            ["certs", "--out", str(out), "--hospitals", "2", "--host", "coordinator.example.org", "--host", "10.0.0.5"]
+        )
+        == 0
+    )
     ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
     link = x509.load_pem_x509_certificate((out / "superlink.crt").read_bytes())
     link.verify_directly_issued_by(ca)  # raises unless the CA signed it

@@ -135,13 +135,18 @@ def test_broken_dicom(tmp_path: Path) -> None:
 
 def png_bomb(path: Path, side: int) -> None:
     """A valid 16-bit grayscale PNG of side x side zeros: a few hundred KB on disk, 2 * side^2 bytes decoded."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     packer, row = zlib.compressobj(9), bytes(1 + 2 * side)
     body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:

@@ -30,8 +30,10 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = ("model.resolution=16 model.generator-width=32 model.discriminator-width=8 model.latent-dim=8 "
-        "train.batch-size=4 train.sample-count=8")
+TINY = (
+    "model.resolution=16 model.generator-width=32 model.discriminator-width=8 model.latent-dim=8 "
+    "train.batch-size=4 train.sample-count=8"
+)
 
 
 def free_port() -> int:
@@ -58,8 +60,14 @@ def hospital_stores(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     stores = []
     for k in range(3):
         write_fundus_set(root / f"photos{k}", count=8 + 2 * k, size=128, seed=100 + k, workers=1, progress=False)
-        prepare_store(root / f"photos{k}", root / f"store{k}", preprocess_config=PreprocessConfig(size=16),
-                      store_config=StoreConfig(heldout_fraction=0), workers=1, progress=False)
+        prepare_store(
+            root / f"photos{k}",
+            root / f"store{k}",
+            preprocess_config=PreprocessConfig(size=16),
+            store_config=StoreConfig(heldout_fraction=0),
+            workers=1,
+            progress=False,
+        )
         stores.append(root / f"store{k}")
     return stores
 
@@ -68,7 +76,9 @@ def hospital_stores(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 class Federation:
     env: dict[str, str]  # flwr's environment (its config names the SuperLink and the CA)
     certs: Path  # what `fedgan certs` made
-    supernode: Callable[..., subprocess.Popen]  # (log name, private key, CA certificate, more flags) -> a started SuperNode
+    supernode: Callable[
+        ..., subprocess.Popen
+    ]  # (log name, private key, CA certificate, more flags) -> a started SuperNode
 
 
 @pytest.fixture
@@ -76,36 +86,96 @@ def federation(tmp_path: Path, hospital_stores: list[Path]) -> Iterator[Federati
     """A TLS SuperLink with SuperNode authentication and three registered SuperNodes on 127.0.0.1."""
     certs = make_certificates(tmp_path / "certs", hospitals=4).folder  # hospital-3's key is never registered
     # SuperLink and SuperNodes start their helpers (flower-superexec, flwr-clientapp) from PATH.
-    env = {**os.environ, **FLOWER_ENVIRONMENT, "FLWR_HOME": str(tmp_path / "flwr-home"), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **FLOWER_ENVIRONMENT,
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     link_port = free_port()
     (tmp_path / "flwr-home").mkdir()
-    (tmp_path / "flwr-home" / "config.toml").write_text(f'[superlink]\ndefault = "hospitals"\n\n[superlink.hospitals]\n'
-                                                        f'address = "127.0.0.1:{link_port}"\nroot-certificates = "{certs / "ca.crt"}"\n')
+    (tmp_path / "flwr-home" / "config.toml").write_text(
+        f'[superlink]\ndefault = "hospitals"\n\n[superlink.hospitals]\n'
+        f'address = "127.0.0.1:{link_port}"\nroot-certificates = "{certs / "ca.crt"}"\n'
+    )
     processes: list[subprocess.Popen] = []
 
     def start(name: str, *args: str) -> subprocess.Popen:
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process below
-        processes.append(subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+        processes.append(
+            subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]],
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         return processes[-1]
 
     def supernode(name: str, key: Path, ca: Path, *more: str) -> subprocess.Popen:
-        return start(name, "flower-supernode", "--root-certificates", str(ca), "--superlink", f"127.0.0.1:{link_port}",
-                     "--port", str(free_port()), "--auth-supernode-private-key", str(key), *more)
+        return start(
+            name,
+            "flower-supernode",
+            "--root-certificates",
+            str(ca),
+            "--superlink",
+            f"127.0.0.1:{link_port}",
+            "--port",
+            str(free_port()),
+            "--auth-supernode-private-key",
+            str(key),
+            *more,
+        )
 
     try:
-        link = start("superlink", "flower-superlink", "--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "superlink.crt"),
-                     "--ssl-keyfile", str(certs / "superlink.key"), "--enable-supernode-auth", "--host", "127.0.0.1", "--port", str(link_port),
-                     "--database", str(tmp_path / "state.db"), "--disable-runtime-dependency-installation")
+        link = start(
+            "superlink",
+            "flower-superlink",
+            "--ssl-ca-certfile",
+            str(certs / "ca.crt"),
+            "--ssl-certfile",
+            str(certs / "superlink.crt"),
+            "--ssl-keyfile",
+            str(certs / "superlink.key"),
+            "--enable-supernode-auth",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(link_port),
+            "--database",
+            str(tmp_path / "state.db"),
+            "--disable-runtime-dependency-installation",
+        )
         wait_for_port(link_port, link)
         for k, store in enumerate(hospital_stores):
-            registered = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(certs / "hospitals" / f"hospital-{k}.pub"), "hospitals"],
-                                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            registered = subprocess.run(
+                [
+                    str(BIN / "flwr"),
+                    "supernode",
+                    "register",
+                    str(certs / "hospitals" / f"hospital-{k}.pub"),
+                    "hospitals",
+                ],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert registered.returncode == 0, registered.stdout + registered.stderr
-            supernode(f"supernode{k}", certs / "hospitals" / f"hospital-{k}.key", certs / "ca.crt",
-                      "--node-config", f'data-dir="{store}" partition-id={k} state-dir="{tmp_path / f"state{k}"}"')
-        (tmp_path / "hospitals.toml").write_text("[hospitals]\n" + "".join(f"{k} = {len(Store(store).labels('train'))}\n"
-                                                                          for k, store in enumerate(hospital_stores)))
+            supernode(
+                f"supernode{k}",
+                certs / "hospitals" / f"hospital-{k}.key",
+                certs / "ca.crt",
+                "--node-config",
+                f'data-dir="{store}" partition-id={k} state-dir="{tmp_path / f"state{k}"}"',
+            )
+        (tmp_path / "hospitals.toml").write_text(
+            "[hospitals]\n"
+            + "".join(f"{k} = {len(Store(store).labels('train'))}\n" for k, store in enumerate(hospital_stores))
+        )
         yield Federation(env, certs, supernode)
     finally:
         for process in processes:  # by PID, then the process group for any app process left behind
@@ -123,38 +193,55 @@ def federation(tmp_path: Path, hospital_stores: list[Path]) -> Iterator[Federati
 
 def flwr_run(federation: Federation, cwd: Path, run_config: str) -> None:
     run_config += f" federation.registry='{cwd / 'hospitals.toml'}'"
-    result = subprocess.run([str(BIN / "flwr"), "run", str(REPO), "hospitals", "--stream", "--run-config", run_config],
-                            env=federation.env, cwd=cwd, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(
+        [str(BIN / "flwr"), "run", str(REPO), "hospitals", "--stream", "--run-config", run_config],
+        env=federation.env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
 
-def test_three_authenticated_supernodes_run_the_app_then_continue_with_secure_aggregation(federation: Federation, tmp_path: Path,
-                                                                            hospital_stores: list[Path]) -> None:
+def test_three_authenticated_supernodes_run_the_app_then_continue_with_secure_aggregation(
+    federation: Federation, tmp_path: Path, hospital_stores: list[Path]
+) -> None:
     # Intruders: a SuperNode with an unregistered key, and one that does not trust the federation's CA.
     certs = federation.certs
     other = make_certificates(tmp_path / "other-certs", hospitals=1).folder
-    unregistered = federation.supernode("unregistered", certs / "hospitals" / "hospital-3.key", certs / "ca.crt", "--max-retries", "1")
-    untrusting = federation.supernode("untrusting", certs / "hospitals" / "hospital-0.key", other / "ca.crt", "--max-retries", "1")
+    unregistered = federation.supernode(
+        "unregistered", certs / "hospitals" / "hospital-3.key", certs / "ca.crt", "--max-retries", "1"
+    )
+    untrusting = federation.supernode(
+        "untrusting", certs / "hospitals" / "hospital-0.key", other / "ca.crt", "--max-retries", "1"
+    )
     run = tmp_path / "run"
     flwr_run(federation, tmp_path, f"federation.run-dir='{run}' federation.rounds=2 {TINY}")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     sizes = [len(Store(store).labels("train")) for store in hospital_stores]
     clients = [r for r in records if "client" in r]
     assert sorted((r["round"], r["client"]) for r in clients) == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
-    assert all(r["examples"] == sizes[r["client"]] for r in clients)  # each SuperNode trained on its own store, all of it
+    assert all(
+        r["examples"] == sizes[r["client"]] for r in clients
+    )  # each SuperNode trained on its own store, all of it
     assert read_checkpoint(run)["extra"]["round"] == 2
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["round-0001.png", "round-0002.png"]
 
     # The same run folder with more rounds resumes after round 2, with SecAgg+ (its weight range from the registry).
     flwr_run(federation, tmp_path, f"federation.run-dir='{run}' federation.rounds=3 federation.secagg=true {TINY}")
-    secure = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(records):]
+    secure = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][len(records) :]
     assert sorted(r["client"] for r in secure if "client" in r) == [0, 1, 2]
     assert all(r["clipped"] == 0 and r["round"] == 3 for r in secure if "client" in r)
     assert read_checkpoint(run)["extra"]["round"] == 3
 
     # mdgan: the generator at the coordinator, each discriminator in its hospital's own state-dir.
     split = tmp_path / "split"
-    flwr_run(federation, tmp_path, f"federation.run-dir='{split}' federation.rounds=1 algorithm.name='mdgan' model.num-classes=5 {TINY}")
+    flwr_run(
+        federation,
+        tmp_path,
+        f"federation.run-dir='{split}' federation.rounds=1 algorithm.name='mdgan' model.num-classes=5 {TINY}",
+    )
     judged = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines() if '"client"' in line]
     assert sorted(r["client"] for r in judged) == [0, 1, 2] and sum(r["bytes_sent"] for r in judged) > 0
     assert all((tmp_path / f"state{k}" / "round-0001.pt").exists() for k in range(3))

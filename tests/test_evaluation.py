@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import small_store
+
 from fedgan.config import StoreConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
@@ -19,7 +19,6 @@ from fedgan.evaluation.evaluator import heldout_halves, load_evaluator
 from fedgan.evaluation.fidelity import fd, fidelity, frechet_distance, kid, over_draws, prdc, realism_scores
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
-
 
 TINY = GANConfig(generator_width=32, discriminator_width=8, latent_dim=8)
 
@@ -50,7 +49,9 @@ def test_precision_recall_density_coverage_extremes() -> None:
     assert same["precision"] > 0.9 and same["recall"] > 0.9 and same["coverage"] > 0.9 and 0.7 < same["density"] < 1.3
     far = prdc(real, rng.normal(size=(300, 4)) + 50)
     assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
-    collapsed = prdc(real, np.zeros((300, 4)) + rng.normal(scale=0.01, size=(300, 4)))  # mode collapse: precise, no recall
+    collapsed = prdc(
+        real, np.zeros((300, 4)) + rng.normal(scale=0.01, size=(300, 4))
+    )  # mode collapse: precise, no recall
     assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.1 and collapsed["coverage"] < 0.2
 
 
@@ -80,7 +81,22 @@ def degrade(images: np.ndarray, blur: float = 0.0, noise: float = 0.0, seed: int
     out = images.copy()
     if blur:
         out = np.stack([cv2.GaussianBlur(image[0], (0, 0), blur)[None] for image in out])
-    return np.clip(out + np.random.default_rng(seed).normal(scale=noise, size=out.shape).astype(np.float32), -1, 1) if noise else out
+    return (
+        np.clip(out + np.random.default_rng(seed).normal(scale=noise, size=out.shape).astype(np.float32), -1, 1)
+        if noise
+        else out
+    )
+
+
+def test_a_grader_that_always_answers_grade_0_is_marked_and_scores_chance_balanced_accuracy() -> None:
+    from fedgan.evaluation.evaluator import grading_scores
+
+    labels = np.array([0] * 72 + [1] * 10 + [2] * 10 + [3] * 4 + [4] * 4)  # screening data: mostly grade 0
+    always_zero = grading_scores(np.zeros_like(labels), labels)
+    assert always_zero["accuracy"] == 0.72 and always_zero["balanced_accuracy"] == pytest.approx(0.2)
+    assert always_zero["kappa"] == 0 and always_zero["single_grade"]
+    honest = grading_scores(labels, labels)
+    assert honest["balanced_accuracy"] == 1 and not honest["single_grade"]
 
 
 def test_evaluator_sanity_real_vs_real_small_and_monotone_in_blur_and_noise(eval_store: Path) -> None:
@@ -99,23 +115,39 @@ def test_evaluator_sanity_real_vs_real_small_and_monotone_in_blur_and_noise(eval
 def test_features_do_not_depend_on_batch_size(eval_store: Path) -> None:
     evaluator = load_evaluator(eval_store)
     images, _ = Store(eval_store).load("train")
-    assert np.allclose(evaluator.grader_features(images, batch_size=3), evaluator.grader_features(images, batch_size=256), atol=1e-5)
-    assert np.allclose(np.concatenate([evaluator.embed(images[:3]), evaluator.embed(images[3:])]), evaluator.embed(images), atol=1e-5)
+    assert np.allclose(
+        evaluator.grader_features(images, batch_size=3), evaluator.grader_features(images, batch_size=256), atol=1e-5
+    )
+    assert np.allclose(
+        np.concatenate([evaluator.embed(images[:3]), evaluator.embed(images[3:])]), evaluator.embed(images), atol=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_a_tiny_conditional_run(eval_store: Path, tmp_path: Path) -> None:
-    train_centralised(eval_store, tmp_path / "run", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), conditional=True,
-                      progress=False)
+    train_centralised(
+        eval_store,
+        tmp_path / "run",
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1, batch_size=4),
+        conditional=True,
+        progress=False,
+    )
     result = evaluate_run(tmp_path / "run", eval_store, count=40, reference=tmp_path / "run")
     saved = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
-    assert saved["counts"] == {"real": len(Store(eval_store).labels("train")), "generated": 40,
-                               "evaluator": len(heldout_halves(Store(eval_store))[0])}
+    assert saved["counts"] == {
+        "real": len(Store(eval_store).labels("train")),
+        "generated": 40,
+        "evaluator": len(heldout_halves(Store(eval_store))[0]),
+    }
     assert saved["evaluator_sha256"] == load_evaluator(eval_store).sha256
     for name in ("fd", "kid", "precision", "recall", "density", "coverage", "realism_score"):
         assert np.isfinite(saved["fidelity"][name]["value"]), name
-    assert 0 <= saved["utility"]["synthetic_trained"]["accuracy"] <= 1 and -1 <= saved["utility"]["real_trained"]["kappa"] <= 1
+    assert (
+        0 <= saved["utility"]["synthetic_trained"]["accuracy"] <= 1
+        and -1 <= saved["utility"]["real_trained"]["kappa"] <= 1
+    )
     assert 0 < saved["paper_realism"]["value"] < 1
 
 
@@ -132,7 +164,13 @@ class PoolStandIn(torch.nn.Module):
 
 @pytest.mark.slow
 def test_standard_fid_with_user_supplied_weights_and_a_clear_error_without(eval_store: Path, tmp_path: Path) -> None:
-    train_centralised(eval_store, tmp_path / "run", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
+    train_centralised(
+        eval_store,
+        tmp_path / "run",
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1, batch_size=4),
+        progress=False,
+    )
     with pytest.raises(FedGANError, match="Inception weights file not found"):
         evaluate_run(tmp_path / "run", eval_store, count=20, inception_weights=tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
@@ -148,16 +186,32 @@ def test_sampled_synthetic_set_reads_back_as_eyepacs_with_its_grades(eval_store:
     from fedgan.data.prepare import prepare_store
     from fedgan.synthetic import write_synthetic_set
 
-    train_centralised(eval_store, tmp_path / "run", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), conditional=True,
-                      progress=False)
-    summary = write_synthetic_set(tmp_path / "run", tmp_path / "synthetic", count=25, grade_mix=(1, 0, 0, 0, 1), batch=10, progress=False)
+    train_centralised(
+        eval_store,
+        tmp_path / "run",
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1, batch_size=4),
+        conditional=True,
+        progress=False,
+    )
+    summary = write_synthetic_set(
+        tmp_path / "run", tmp_path / "synthetic", count=25, grade_mix=(1, 0, 0, 0, 1), batch=10, progress=False
+    )
     assert sum(summary.per_grade.values()) == 25 and set(summary.per_grade) <= {0, 4}
     assert (tmp_path / "synthetic" / "provenance.toml").is_file()
-    prepared = prepare_store(tmp_path / "synthetic", tmp_path / "store", store_config=StoreConfig(heldout_fraction=0), workers=1,
-                             progress=False)
+    prepared = prepare_store(
+        tmp_path / "synthetic",
+        tmp_path / "store",
+        store_config=StoreConfig(heldout_fraction=0),
+        workers=1,
+        progress=False,
+    )
     assert prepared.layout == "eyepacs" and prepared.written["train"] == 25 and not prepared.skipped
     labels = Store(tmp_path / "store").labels("train")
     assert {int(g): int((labels == g).sum()) for g in np.unique(labels)} == summary.per_grade
     with pytest.raises(FedGANError, match="is a folder holding the input"):  # --overwrite would have deleted the run
         write_synthetic_set(tmp_path / "run", tmp_path, count=5, overwrite=True, progress=False)
-    assert write_synthetic_set(tmp_path / "run", tmp_path / "synthetic", count=5, overwrite=True, progress=False).images == 5
+    assert (
+        write_synthetic_set(tmp_path / "run", tmp_path / "synthetic", count=5, overwrite=True, progress=False).images
+        == 5
+    )

@@ -34,7 +34,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "fed16"
-    prepare_store(fundus_set, out, preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0.1), workers=1, progress=False)
+    prepare_store(
+        fundus_set,
+        out,
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(heldout_fraction=0.1),
+        workers=1,
+        progress=False,
+    )
     return out
 
 
@@ -59,14 +66,26 @@ def test_weights_round_trip_skips_integer_buffers() -> None:
 @pytest.fixture(scope="module")
 def label_split_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The paper's setting at tiny size: 3 hospitals, label-split, 2 rounds of plain FedAvg."""
-    return federate(store, tmp_path_factory.mktemp("runs") / "fed", clients=3, partition_kind="label-split", rounds=2,
-                    model_config=TINY, train_config=LOCAL, disclose=("grades", "losses"))
+    return federate(
+        store,
+        tmp_path_factory.mktemp("runs") / "fed",
+        clients=3,
+        partition_kind="label-split",
+        rounds=2,
+        model_config=TINY,
+        train_config=LOCAL,
+        disclose=("grades", "losses"),
+    )
 
 
 def max_difference(a: dict, b: dict) -> float:
     """Largest absolute difference over both networks' float tensors of two checkpoints."""
-    return max(float((a[net][k].float() - b[net][k].float()).abs().max())
-               for net in ("generator", "discriminator") for k in a[net] if a[net][k].is_floating_point())
+    return max(
+        float((a[net][k].float() - b[net][k].float()).abs().max())
+        for net in ("generator", "discriminator")
+        for k in a[net]
+        if a[net][k].is_floating_point()
+    )
 
 
 def test_three_hospitals_two_rounds_partition_honoured(store: Path, label_split_run: Path) -> None:
@@ -86,8 +105,12 @@ def test_three_hospitals_two_rounds_partition_honoured(store: Path, label_split_
 
 
 def test_resume_continues_after_the_last_round(store: Path, tmp_path: Path) -> None:
-    straight = federate(store, tmp_path / "a", clients=2, partition_kind="iid", rounds=2, model_config=TINY, train_config=LOCAL)
-    stopped = federate(store, tmp_path / "b", clients=2, partition_kind="iid", rounds=1, model_config=TINY, train_config=LOCAL)
+    straight = federate(
+        store, tmp_path / "a", clients=2, partition_kind="iid", rounds=2, model_config=TINY, train_config=LOCAL
+    )
+    stopped = federate(
+        store, tmp_path / "b", clients=2, partition_kind="iid", rounds=1, model_config=TINY, train_config=LOCAL
+    )
     resume_federation(stopped, rounds=2)
     a, b = read_checkpoint(straight), read_checkpoint(stopped)
     assert b["extra"]["round"] == 2
@@ -100,9 +123,20 @@ def test_resume_continues_after_the_last_round(store: Path, tmp_path: Path) -> N
 
 def test_init_from_a_pretrained_checkpoint(store: Path, tmp_path: Path) -> None:
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group"})  # no running statistics to drift
-    pretrained = train_centralised(store, tmp_path / "pre", model_config=grouped, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
+    pretrained = train_centralised(
+        store, tmp_path / "pre", model_config=grouped, train_config=TrainConfig(epochs=1, batch_size=4), progress=False
+    )
     frozen = TrainConfig(epochs=1, batch_size=4, lr_generator=1e-12, lr_discriminator=1e-12)
-    run = federate(store, tmp_path / "fed", clients=2, partition_kind="iid", rounds=1, model_config=grouped, train_config=frozen, init=tmp_path / "pre")
+    run = federate(
+        store,
+        tmp_path / "fed",
+        clients=2,
+        partition_kind="iid",
+        rounds=1,
+        model_config=grouped,
+        train_config=frozen,
+        init=tmp_path / "pre",
+    )
     after = read_checkpoint(run)["generator"]
     for key, value in pretrained.generator.state_dict().items():
         assert torch.allclose(value, after[key], atol=1e-6), key
@@ -115,9 +149,31 @@ def test_impossible_federation_fails_before_starting(store: Path, tmp_path: Path
 
 
 def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "fedgan", "federate", "--store", str(store), "--out", str(tmp_path / "r"), "--clients", "1",
-               "--rounds", "1", "--partition", "iid", "--generator-width", "32", "--discriminator-width", "8", "--latent-dim", "8",
-               "--batch-size", "4", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "fedgan",
+        "federate",
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "r"),
+        "--clients",
+        "1",
+        "--rounds",
+        "1",
+        "--partition",
+        "iid",
+        "--generator-width",
+        "32",
+        "--discriminator-width",
+        "8",
+        "--latent-dim",
+        "8",
+        "--batch-size",
+        "4",
+        "-q",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "completed 1 rounds" in result.stdout
@@ -132,13 +188,27 @@ def skewed_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         grade = 0 if index < 6 else 1 if index < 12 else 4
         (root / "in" / str(grade)).mkdir(parents=True, exist_ok=True)
         (root / "in" / str(grade) / photo.name).write_bytes(photo.read_bytes())
-    prepare_store(root / "in", root / "store", preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0), workers=1, progress=False)
+    prepare_store(
+        root / "in",
+        root / "store",
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(heldout_fraction=0),
+        workers=1,
+        progress=False,
+    )
     return root / "store"
 
 
 @pytest.fixture(scope="module")
 def skewed_run(skewed_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return federate(skewed_store, tmp_path_factory.mktemp("runs") / "skewed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL)
+    return federate(
+        skewed_store,
+        tmp_path_factory.mktemp("runs") / "skewed",
+        clients=3,
+        rounds=1,
+        model_config=TINY,
+        train_config=LOCAL,
+    )
 
 
 def test_a_failing_hospital_is_left_out_with_its_reason(skewed_run: Path) -> None:
@@ -155,7 +225,9 @@ def test_a_failing_hospital_is_left_out_with_its_reason(skewed_run: Path) -> Non
 
 def test_too_few_successful_hospitals_fail_the_round(skewed_store: Path, tmp_path: Path) -> None:
     with pytest.raises(FedGANError, match=r"stopped after round 0 of 1: round 1: only 2 hospital\(s\)"):
-        federate(skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, min_successful=3)
+        federate(
+            skewed_store, tmp_path / "fed", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, min_successful=3
+        )
 
 
 def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Path, label_split_run: Path) -> None:
@@ -179,14 +251,26 @@ def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Pa
     assert fakes.std(dim=0).mean() > 1e-3  # not one image repeated
 
 
-def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(store: Path, label_split_run: Path, tmp_path: Path) -> None:
+def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(
+    store: Path, label_split_run: Path, tmp_path: Path
+) -> None:
     """Same hospitals, same local training: SecAgg+'s unmasked sum gives plain FedAvg's model up to
     one quantisation step per hospital (hospitals of unequal size, so the weighting is exercised)."""
-    run = federate(store, tmp_path / "secure", clients=3, partition_kind="label-split", rounds=1, model_config=TINY, train_config=LOCAL,
-                   secagg=SecAggSettings())
+    run = federate(
+        store,
+        tmp_path / "secure",
+        clients=3,
+        partition_kind="label-split",
+        rounds=1,
+        model_config=TINY,
+        train_config=LOCAL,
+        secagg=SecAggSettings(),
+    )
     sizes = [len(p) for p in partition(Store(store).labels("train"), 3, "label-split", LOCAL.seed)]
     settings = SecAggSettings(max_weight=max(sizes))
-    difference = max_difference(read_checkpoint(label_split_run / "checkpoints" / "round-0001.pt"), read_checkpoint(run))
+    difference = max_difference(
+        read_checkpoint(label_split_run / "checkpoints" / "round-0001.pt"), read_checkpoint(run)
+    )
     assert 0 < difference <= settings.error_bound(sizes) + 1e-6  # nonzero: the sum really went through the quantiser
     clients = [r for r in lines(run) if "client" in r]
     assert sorted(r["examples"] for r in clients) == sorted(sizes)
@@ -195,10 +279,20 @@ def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(store: P
     assert read_config(run)["config"]["secagg"]["max-weight"] == max(sizes)
 
 
-def test_secure_aggregation_survives_a_hospital_dropping_out(skewed_store: Path, skewed_run: Path, tmp_path: Path) -> None:
+def test_secure_aggregation_survives_a_hospital_dropping_out(
+    skewed_store: Path, skewed_run: Path, tmp_path: Path
+) -> None:
     """The 1-image hospital fails after the key exchange; the others' key shares remove its masks
     and the round completes with the same model plain FedAvg builds from the two survivors."""
-    run = federate(skewed_store, tmp_path / "secure", clients=3, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings())
+    run = federate(
+        skewed_store,
+        tmp_path / "secure",
+        clients=3,
+        rounds=1,
+        model_config=TINY,
+        train_config=LOCAL,
+        secagg=SecAggSettings(),
+    )
     records = lines(run)
     failed = [r for r in records if "failed" in r and not r.get("aggregate")]
     assert len(failed) == 1 and "has 1 training image" in failed[0]["failed"]
@@ -211,7 +305,9 @@ def test_secure_aggregation_survives_a_hospital_dropping_out(skewed_store: Path,
 
 def test_secure_aggregation_needs_two_hospitals(store: Path, tmp_path: Path) -> None:
     with pytest.raises(FedGANError, match="at least 2 hospitals"):
-        federate(store, tmp_path / "x", clients=1, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings())
+        federate(
+            store, tmp_path / "x", clients=1, rounds=1, model_config=TINY, train_config=LOCAL, secagg=SecAggSettings()
+        )
 
 
 def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(label_split_run: Path) -> None:
@@ -220,30 +316,44 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
     page = build_report(label_split_run).read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert page.count("data:image/png;base64,") == 1 + 2  # loss curves + two round grids (round 1 small, round 2 final)
-    assert "federated (fedavg, 3 hospitals)" in page and "Images per grade per hospital" in page and "MB sent by hospitals" in page
+    assert (
+        "federated (fedavg, 3 hospitals)" in page
+        and "Images per grade per hospital" in page
+        and "MB sent by hospitals" in page
+    )
     assert "revealed to the coordinator: its image count (its weight); its images per grade; its mean losses" in page
     assert "Not evaluated yet" in page  # honest about what is missing
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
 
 
-def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(store: Path, tmp_path: Path) -> None:
+def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(
+    store: Path, tmp_path: Path
+) -> None:
     from fedgan.federation.server_app import read_ledger
     from fedgan.training.privacy import epsilon
 
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group", "spectral_norm": False})  # what Opacus can train
     private = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10, dp_epsilon=3.0, dp_delta=1e-3)
-    run = federate(store, tmp_path / "dp", clients=2, partition_kind="iid", rounds=1, model_config=grouped, train_config=private)
+    run = federate(
+        store, tmp_path / "dp", clients=2, partition_kind="iid", rounds=1, model_config=grouped, train_config=private
+    )
     first = [r for r in lines(run) if "client" in r]
-    assert all(r["epsilon"] == pytest.approx(3.0, abs=0.05) for r in first)  # each hospital calibrated its noise to the target
+    assert all(
+        r["epsilon"] == pytest.approx(3.0, abs=0.05) for r in first
+    )  # each hospital calibrated its noise to the target
     resume_federation(run, rounds=2)
     records = lines(run)
     second = [r for r in records if "client" in r and r["round"] == 2]
     histories = read_ledger(run)
-    assert sorted(histories) == ["0", "1"] and all(len(h) == 2 for h in histories.values())  # both rounds, across the resume
+    assert sorted(histories) == ["0", "1"] and all(
+        len(h) == 2 for h in histories.values()
+    )  # both rounds, across the resume
     for r in second:
         assert r["epsilon"] == pytest.approx(epsilon([tuple(h) for h in histories[str(r["client"])]], 1e-3), abs=1e-3)
         assert r["epsilon"] > 3.0
-    assert next(r for r in records if r.get("aggregate") and r["round"] == 2)["epsilon"] == max(r["epsilon"] for r in second)
+    assert next(r for r in records if r.get("aggregate") and r["round"] == 2)["epsilon"] == max(
+        r["epsilon"] for r in second
+    )
 
 
 def test_client_level_dp_wraps_fedavg_and_accounts_each_round(store: Path, tmp_path: Path) -> None:
@@ -251,9 +361,28 @@ def test_client_level_dp_wraps_fedavg_and_accounts_each_round(store: Path, tmp_p
     from fedgan.training.privacy import epsilon
 
     with pytest.raises(FedGANError, match="needs --weighting unweighted"):
-        federate(store, tmp_path / "x", clients=2, rounds=1, model_config=TINY, train_config=LOCAL, client_dp=ClientDP(1.0, 1.0))
-    run = federate(store, tmp_path / "cdp", clients=2, partition_kind="iid", rounds=1, model_config=TINY, train_config=LOCAL,
-                   weighting="unweighted", client_dp=ClientDP(noise=2.0, clip=0.5))
+        federate(
+            store,
+            tmp_path / "x",
+            clients=2,
+            rounds=1,
+            model_config=TINY,
+            train_config=LOCAL,
+            client_dp=ClientDP(1.0, 1.0),
+        )
+    run = federate(
+        store,
+        tmp_path / "cdp",
+        clients=2,
+        partition_kind="iid",
+        rounds=1,
+        model_config=TINY,
+        train_config=LOCAL,
+        weighting="unweighted",
+        client_dp=ClientDP(noise=2.0, clip=0.5),
+    )
     aggregate = next(r for r in lines(run) if r.get("aggregate"))
-    assert aggregate["clients"] == 2 and aggregate["client_epsilon"] == pytest.approx(epsilon([(2.0, 1.0, 1)], LOCAL.dp_delta), abs=1e-3)
+    assert aggregate["clients"] == 2 and aggregate["client_epsilon"] == pytest.approx(
+        epsilon([(2.0, 1.0, 1)], LOCAL.dp_delta), abs=1e-3
+    )
     assert read_config(run)["config"]["client-dp"] == {"noise": 2.0, "clip": 0.5}

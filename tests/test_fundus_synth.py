@@ -41,7 +41,9 @@ def test_same_seed_same_bytes_for_any_worker_count(tmp_path: Path) -> None:
 
 
 def test_grade_mix_is_honoured(tmp_path: Path) -> None:
-    write_fundus_set(tmp_path / "s", count=30, size=64, seed=1, grade_mix=parse_grade_mix("0,0,1,0,1"), workers=1, progress=False)
+    write_fundus_set(
+        tmp_path / "s", count=30, size=64, seed=1, grade_mix=parse_grade_mix("0,0,1,0,1"), workers=1, progress=False
+    )
     levels = {row.split(",")[1] for row in (tmp_path / "s" / "trainLabels.csv").read_text().splitlines()[1:]}
     assert levels == {"2", "4"}
 
@@ -84,7 +86,9 @@ def field_of_view_pixels(rgb: np.ndarray) -> np.ndarray:
 def test_colours_inside_the_field_match_a_real_fundus_photograph() -> None:
     """Per-channel and intensity histograms inside the field of view, against skimage's retina."""
     real = field_of_view_pixels(cv2.resize(skimage_data.retina(), (512, 512), interpolation=cv2.INTER_AREA))
-    fake = np.concatenate([field_of_view_pixels(render_fundus(g % 3, 512, np.random.default_rng(100 + g))[..., ::-1]) for g in range(8)])
+    fake = np.concatenate(
+        [field_of_view_pixels(render_fundus(g % 3, 512, np.random.default_rng(100 + g))[..., ::-1]) for g in range(8)]
+    )
     bins = np.linspace(0, 256, 33)
     for channel, name in enumerate("RGB"):
         h_real = np.histogram(real[:, channel], bins)[0] / len(real)
@@ -96,4 +100,11 @@ def test_colours_inside_the_field_match_a_real_fundus_photograph() -> None:
     gray_fake = fake @ np.array([0.299, 0.587, 0.114])
     h_real, h_fake = (np.histogram(g, bins)[0] / len(g) for g in (gray_real, gray_fake))
     assert np.minimum(h_real, h_fake).sum() > 0.7
-    assert abs(np.percentile(gray_real, 90) - np.percentile(gray_real, 10) - (np.percentile(gray_fake, 90) - np.percentile(gray_fake, 10))) < 20
+    assert (
+        abs(
+            np.percentile(gray_real, 90)
+            - np.percentile(gray_real, 10)
+            - (np.percentile(gray_fake, 90) - np.percentile(gray_fake, 10))
+        )
+        < 20
+    )

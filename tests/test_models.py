@@ -52,7 +52,9 @@ def test_no_inplace_activations_or_batchnorm_when_not_asked() -> None:
         assert not isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
-@pytest.mark.parametrize("bad", [dict(resolution=100), dict(resolution=8), dict(norm="layer"), dict(generator_width=8, resolution=256)])
+@pytest.mark.parametrize(
+    "bad", [dict(resolution=100), dict(resolution=8), dict(norm="layer"), dict(generator_width=8, resolution=256)]
+)
 def test_bad_configs_are_clear_errors(bad: dict) -> None:
     with pytest.raises(FedGANError):
         GANConfig(**{**TINY, **bad})

@@ -11,7 +11,9 @@ from fedgan.data.partition import label_split, partition, partition_table, strat
 from fedgan.errors import FedGANError
 
 #: Label vectors where every grade has at least 10 images, so every size up to 10 is feasible.
-labels_strategy = st.lists(st.integers(10, 60), min_size=5, max_size=5).map(lambda counts: np.repeat(np.arange(5), counts))
+labels_strategy = st.lists(st.integers(10, 60), min_size=5, max_size=5).map(
+    lambda counts: np.repeat(np.arange(5), counts)
+)
 
 
 def assert_exact_cover(parts: list[np.ndarray], n: int) -> None:
@@ -21,8 +23,12 @@ def assert_exact_cover(parts: list[np.ndarray], n: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(labels=labels_strategy, clients=st.sampled_from([1, 2, 3, 5, 7, 10]), seed=st.integers(0, 2**32 - 1),
-       kind=st.sampled_from(["label-split", "dirichlet", "iid"]))
+@given(
+    labels=labels_strategy,
+    clients=st.sampled_from([1, 2, 3, 5, 7, 10]),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["label-split", "dirichlet", "iid"]),
+)
 def test_every_image_in_exactly_one_nonempty_partition(labels: np.ndarray, clients: int, seed: int, kind: str) -> None:
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(labels)
@@ -30,7 +36,7 @@ def test_every_image_in_exactly_one_nonempty_partition(labels: np.ndarray, clien
     assert len(parts) == clients
     assert_exact_cover(parts, len(shuffled))
     again = partition(shuffled, clients, kind, seed, alpha=1.0)
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
 
 
 @settings(max_examples=40, deadline=None)

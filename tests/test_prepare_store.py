@@ -27,7 +27,14 @@ SMALL = PreprocessConfig(size=32)
 @pytest.fixture(scope="module")
 def fundus_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "fundus"
-    prepare_store(fundus_set, out, preprocess_config=SMALL, store_config=StoreConfig(shard_size=16, heldout_fraction=0.25, seed=1), workers=2, progress=False)
+    prepare_store(
+        fundus_set,
+        out,
+        preprocess_config=SMALL,
+        store_config=StoreConfig(shard_size=16, heldout_fraction=0.25, seed=1),
+        workers=2,
+        progress=False,
+    )
     return out
 
 
@@ -71,7 +78,13 @@ def test_same_seed_same_shards_for_any_worker_count(fundus_set: Path, tmp_path: 
     hashes = []
     for workers in (1, 2):
         prepare_store(fundus_set, tmp_path / str(workers), preprocess_config=SMALL, workers=workers, progress=False)
-        hashes.append([s["sha256"] for split in ("train", "heldout") for s in Store(tmp_path / str(workers)).manifest["splits"][split]["shards"]])
+        hashes.append(
+            [
+                s["sha256"]
+                for split in ("train", "heldout")
+                for s in Store(tmp_path / str(workers)).manifest["splits"][split]["shards"]
+            ]
+        )
     assert hashes[0] == hashes[1]
 
 
@@ -149,7 +162,9 @@ def test_files_are_synced_before_they_are_renamed_into_place(tmp_path: Path, mon
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
     write_bytes_atomic(tmp_path / "x.pt", b"weights")
-    assert events == ["fsync", "replace", "fsync"] and (tmp_path / "x.pt").read_bytes() == b"weights"  # file, rename, folder
+    assert (
+        events == ["fsync", "replace", "fsync"] and (tmp_path / "x.pt").read_bytes() == b"weights"
+    )  # file, rename, folder
 
 
 def test_overwrite_never_deletes_what_fedgan_did_not_write(fundus_set: Path, tmp_path: Path) -> None:
@@ -170,8 +185,21 @@ def test_interrupted_prepare_leaves_no_store(tmp_path: Path) -> None:
     from fedgan.data.sources.synth_sets import write_fundus_set
 
     write_fundus_set(tmp_path / "raw", count=120, size=256, seed=2, workers=2, progress=False)
-    command = [sys.executable, "-m", "fedgan", "prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "store"),
-               "--workers", "1", "--shard-size", "8", "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "fedgan",
+        "prepare",
+        "--input",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "store"),
+        "--workers",
+        "1",
+        "--shard-size",
+        "8",
+        "-q",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".store.partial-") and any(p.glob("train-00001*")) for p in tmp_path.iterdir()):

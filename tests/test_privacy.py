@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_store
 from scipy.stats import mannwhitneyu
 
-from conftest import small_store
 from fedgan.config import TrainConfig
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
@@ -49,7 +49,9 @@ def test_the_audit_catches_a_deliberately_overfitted_gan(overfitted: tuple[Path,
     result = audit(run, store, Path(f"{store}:heldout"), samples=200)
     logan = result["logan"]
     assert logan["members"] == logan["non_members"] == len(Store(store).labels("train"))
-    assert logan["auc"]["value"] >= 0.85 and logan["auc"]["low"] > 0.5, logan  # the shipped discriminator gives members away
+    assert logan["auc"]["value"] >= 0.85 and logan["auc"]["low"] > 0.5, (
+        logan
+    )  # the shipped discriminator gives members away
     assert json.loads((run / "eval" / "privacy.json").read_text())["logan"]["auc"] == logan["auc"]
     page = build_report(run).read_text()
     assert "LOGAN, white-box" in page and f"{logan['auc']['value']:.4g}" in page and "Closest generated" in page

@@ -50,7 +50,9 @@ def test_eyepacs_csv_with_bom_spaces_duplicates_and_bad_rows(tmp_path: Path) -> 
     assert any(p.startswith(f"{csv_path}:10: 5_left: grade 4 conflicts with grade 3") for p in problems)
     assert f"{csv_path}: ghost: no image file with this id" in problems
     assert f"{tmp_path / 'train' / 'orphan.jpeg'}: no row in trainLabels.csv" in problems
-    assert not any(p.startswith(str(tmp_path / "train" / "5_left.jpeg")) for p in problems)  # reported once, by its rows
+    assert not any(
+        p.startswith(str(tmp_path / "train" / "5_left.jpeg")) for p in problems
+    )  # reported once, by its rows
     assert not any(p.startswith(str(tmp_path / "train" / "2_left.jpeg")) for p in problems)
     assert len(problems) == 6
 
@@ -61,7 +63,10 @@ def test_aptos_layout(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("id_code,diagnosis\n000c1434d8d7,2\n001639a390f0,4\n")
     found = discover(tmp_path)
     assert found.layout == "aptos"
-    assert [(i.item_id, i.label, i.path.suffix) for i in found.items] == [("000c1434d8d7", 2, ".png"), ("001639a390f0", 4, ".png")]
+    assert [(i.item_id, i.label, i.path.suffix) for i in found.items] == [
+        ("000c1434d8d7", 2, ".png"),
+        ("001639a390f0", 4, ".png"),
+    ]
     assert found.skipped == []
 
 
@@ -114,7 +119,9 @@ def test_grades_parse(text: str, grade: int) -> None:
     assert parse_grade(text) == grade
 
 
-@pytest.mark.parametrize(("text", "message"), [("", "missing"), ("x", "not a number"), ("1.5", "whole"), ("5", "outside"), ("-1", "outside")])
+@pytest.mark.parametrize(
+    ("text", "message"), [("", "missing"), ("x", "not a number"), ("1.5", "whole"), ("5", "outside"), ("-1", "outside")]
+)
 def test_bad_grades_say_why(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_grade(text)

@@ -30,6 +30,7 @@ def tiny_data(count: int = 24, seed: int = 11) -> tuple[torch.Tensor, torch.Tens
 
 # --- augmentation -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("policy", POLICIES)
 def test_each_augmentation_is_differentiable_and_changes_images(policy: str) -> None:
     x = (torch.rand(32, 1, 16, 16) * 2 - 1).requires_grad_(True)
@@ -45,8 +46,9 @@ def test_translation_fills_with_black_and_mirror_flips_about_half() -> None:
     assert set(shifted.unique().tolist()) == {-1.0, 1.0}  # uncovered pixels are the fundus background
     ramp = torch.arange(16.0).expand(200, 1, 16, 16)
     mirrored = mirror(ramp, torch.Generator().manual_seed(1))
-    flipped = [torch.equal(m, r.flip(-1)) for m, r in zip(mirrored, ramp)]
-    assert all(f or torch.equal(m, r) for f, m, r in zip(flipped, mirrored, ramp)) and 70 < sum(flipped) < 130
+    flipped = [torch.equal(m, r.flip(-1)) for m, r in zip(mirrored, ramp, strict=True)]
+    assert all(f or torch.equal(m, r) for f, m, r in zip(flipped, mirrored, ramp, strict=True))
+    assert 70 < sum(flipped) < 130
 
 
 def test_unknown_augmentation_is_refused() -> None:
@@ -76,6 +78,7 @@ def test_discriminator_sees_augmented_real_and_fake_only_in_the_small_data_recip
 
 # --- model --------------------------------------------------------------------------------------
 
+
 def test_small_data_discriminator_is_spectrally_normalised_without_norm_layers() -> None:
     state = new_state(TINY, TrainConfig(), torch.device("cpu"))
     layers = [m for m in state.discriminator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
@@ -98,8 +101,11 @@ def test_paper_recipe_keeps_batch_norm_and_no_spectral_norm() -> None:
 
 
 def test_resize_upsampling_keeps_shapes() -> None:
-    state = new_state(GANConfig(resolution=32, generator_width=64, discriminator_width=8, latent_dim=16, upsample="resize"),
-                      TrainConfig(), torch.device("cpu"))
+    state = new_state(
+        GANConfig(resolution=32, generator_width=64, discriminator_width=8, latent_dim=16, upsample="resize"),
+        TrainConfig(),
+        torch.device("cpu"),
+    )
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in state.generator.modules())
     assert state.generator(torch.randn(2, 16)).shape == (2, 1, 32, 32)
 
@@ -116,12 +122,30 @@ def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None
 #: Losses of six steps and weight sums of today's paper training, recorded before the small-data
 #: recipe existed (same seed, data and sizes); the paper recipe must reproduce them.
 PAPER_PINNED = {
-    0: ([(1.9360688924789429, 0.9663545489311218), (1.5030995607376099, 1.295041799545288), (1.95318603515625, 0.7946481108665466),
-         (1.9414161443710327, 0.8086178302764893), (1.5517964363098145, 1.1343239545822144), (2.043117046356201, 0.7088726758956909)],
-        174.64362881752095, 30.902160103083588),
-    5: ([(1.8356590270996094, 0.569003164768219), (2.305088758468628, 0.5482025742530823), (2.3162965774536133, 0.5201123356819153),
-         (2.84389328956604, 0.23292963206768036), (2.276088237762451, 0.46348750591278076), (2.157606363296509, 0.2913820445537567)],
-        180.58403778467255, 27.837379145588784),
+    0: (
+        [
+            (1.9360688924789429, 0.9663545489311218),
+            (1.5030995607376099, 1.295041799545288),
+            (1.95318603515625, 0.7946481108665466),
+            (1.9414161443710327, 0.8086178302764893),
+            (1.5517964363098145, 1.1343239545822144),
+            (2.043117046356201, 0.7088726758956909),
+        ],
+        174.64362881752095,
+        30.902160103083588,
+    ),
+    5: (
+        [
+            (1.8356590270996094, 0.569003164768219),
+            (2.305088758468628, 0.5482025742530823),
+            (2.3162965774536133, 0.5201123356819153),
+            (2.84389328956604, 0.23292963206768036),
+            (2.276088237762451, 0.46348750591278076),
+            (2.157606363296509, 0.2913820445537567),
+        ],
+        180.58403778467255,
+        27.837379145588784,
+    ),
 }
 
 
@@ -130,21 +154,27 @@ def test_paper_recipe_reproduces_the_original_training(classes: int) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the pinned numbers were recorded single-threaded (reduction order)
     try:
-        model, train = apply_recipe("paper", GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16,
-                                                       num_classes=classes), TrainConfig(epochs=1, batch_size=8, seed=4))
+        model, train = apply_recipe(
+            "paper",
+            GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16, num_classes=classes),
+            TrainConfig(epochs=1, batch_size=8, seed=4),
+        )
         state = new_state(model, train, torch.device("cpu"))
         images, labels = tiny_data()
         history = train_epoch(state, images, labels, train) + train_epoch(state, images, labels, train)
     finally:
         torch.set_num_threads(threads)
     losses, g_sum, d_sum = PAPER_PINNED[classes]
-    assert [v for s in history for v in (s.d_loss, s.g_loss)] == pytest.approx([v for pair in losses for v in pair], rel=1e-6, abs=1e-7)
+    assert [v for s in history for v in (s.d_loss, s.g_loss)] == pytest.approx(
+        [v for pair in losses for v in pair], rel=1e-6, abs=1e-7
+    )
     total = lambda module: float(sum(p.double().sum() for p in module.state_dict().values() if p.is_floating_point()))  # noqa: E731
     assert total(state.generator) == pytest.approx(g_sum, rel=1e-9)
     assert total(state.discriminator) == pytest.approx(d_sum, rel=1e-9)
 
 
 # --- EMA and R1 ----------------------------------------------------------------------------------
+
 
 def test_ema_follows_the_warmed_up_exponential_average() -> None:
     average = ema_average(0.9)
@@ -155,7 +185,9 @@ def test_ema_follows_the_warmed_up_exponential_average() -> None:
         rate = min(0.9, (1 + n) / (10 + n))
         expected = expected * rate + float(value) * (1 - rate)
         assert float(ema) == pytest.approx(expected)
-    assert torch.equal(average(torch.tensor([3]), torch.tensor([7]), torch.tensor(5)), torch.tensor([7]))  # integer buffers
+    assert torch.equal(
+        average(torch.tensor([3]), torch.tensor([7]), torch.tensor(5)), torch.tensor([7])
+    )  # integer buffers
 
 
 def test_ema_generator_lags_the_trained_one_and_makes_the_samples() -> None:
@@ -186,7 +218,15 @@ def test_dp_refuses_spectral_norm_and_trains_with_group_norm_and_the_rest_of_the
     config = TrainConfig(batch_size=8, dp_noise=1.0)
     with pytest.raises(FedGANError, match="--no-spectral-norm --norm group"):
         attach_privacy(new_state(TINY, config, torch.device("cpu")), config, 16, 2)
-    model = GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16, spectral_norm=False, norm="group", num_classes=5)
+    model = GANConfig(
+        resolution=16,
+        generator_width=64,
+        discriminator_width=8,
+        latent_dim=16,
+        spectral_norm=False,
+        norm="group",
+        num_classes=5,
+    )
     state = new_state(model, config, torch.device("cpu"))
     attach_privacy(state, config, 16, 2)
     images, labels = tiny_data(16)
@@ -196,10 +236,18 @@ def test_dp_refuses_spectral_norm_and_trains_with_group_norm_and_the_rest_of_the
 
 # --- in-training evaluation, best checkpoint, exact resume --------------------------------------
 
+
 @pytest.fixture(scope="module")
 def graded_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "fundus16"
-    prepare_store(fundus_set, out, preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(seed=0), workers=1, progress=False)
+    prepare_store(
+        fundus_set,
+        out,
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(seed=0),
+        workers=1,
+        progress=False,
+    )
     return out
 
 
@@ -220,12 +268,21 @@ class ScriptedProbe:
 def test_best_checkpoint_holds_the_lowest_kid(graded_store: Path, tmp_path: Path) -> None:
     config = TrainConfig(epochs=3, batch_size=8, seed=2, eval_every=1, sample_count=10)
     probe = ScriptedProbe({1: 5.0, 2: 4.0, 3: 1.0, 4: 3.0, 5: 2.0})
-    state = train_centralised(graded_store, tmp_path / "run", model_config=TINY, train_config=config, conditional=True, progress=False,
-                              probe=probe)
+    state = train_centralised(
+        graded_store,
+        tmp_path / "run",
+        model_config=TINY,
+        train_config=config,
+        conditional=True,
+        progress=False,
+        probe=probe,
+    )
     assert probe.steps == list(range(1, state.step + 1))
     best = read_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert best["step"] == 3 and best["extra"]["best_kid"] == 1.0
-    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    evals = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in line
+    ]
     assert [e["kid"] for e in evals][:6] == [5.0, 4.0, 1.0, 3.0, 2.0, 9.0] and all(e["seconds"] > 0 for e in evals)
     assert (tmp_path / "run" / "checkpoints" / "latest").resolve().name == "epoch-0003.pt"
 
@@ -233,10 +290,25 @@ def test_best_checkpoint_holds_the_lowest_kid(graded_store: Path, tmp_path: Path
 def test_resume_is_exact_with_ema_augmentation_and_best_so_far(graded_store: Path, tmp_path: Path) -> None:
     config = TrainConfig(epochs=4, batch_size=8, seed=5, eval_every=2, sample_count=10, r1_gamma=0.5, r1_every=2)
     script = {2: 3.0, 4: 1.0, 6: 2.0, 8: 0.5, 10: 4.0, 12: 0.2, 14: 0.7}  # the best moves after the interruption
-    whole = train_centralised(graded_store, tmp_path / "whole", model_config=TINY, train_config=config, conditional=True, progress=False,
-                              probe=ScriptedProbe(script))
-    train_centralised(graded_store, tmp_path / "parts", model_config=TINY, train_config=config, conditional=True, progress=False,
-                      probe=ScriptedProbe(script), stop_after_epochs=2)
+    whole = train_centralised(
+        graded_store,
+        tmp_path / "whole",
+        model_config=TINY,
+        train_config=config,
+        conditional=True,
+        progress=False,
+        probe=ScriptedProbe(script),
+    )
+    train_centralised(
+        graded_store,
+        tmp_path / "parts",
+        model_config=TINY,
+        train_config=config,
+        conditional=True,
+        progress=False,
+        probe=ScriptedProbe(script),
+        stop_after_epochs=2,
+    )
     resumed = resume_centralised(tmp_path / "parts", progress=False, probe=ScriptedProbe(script))
     for name in ("generator", "discriminator"):
         for key, value in getattr(whole, name).state_dict().items():
@@ -247,13 +319,23 @@ def test_resume_is_exact_with_ema_augmentation_and_best_so_far(graded_store: Pat
     assert torch.equal(whole.noise.get_state(), resumed.noise.get_state())
     best_whole = read_checkpoint(tmp_path / "whole" / "checkpoints" / "best.pt")
     best_parts = read_checkpoint(tmp_path / "parts" / "checkpoints" / "best.pt")
-    assert best_whole["step"] == best_parts["step"] == 12 and best_whole["extra"]["best_kid"] == best_parts["extra"]["best_kid"] == 0.2
-    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}  # noqa: E731
-                          for line in path.read_text().splitlines()]
+    assert (
+        best_whole["step"] == best_parts["step"] == 12
+        and best_whole["extra"]["best_kid"] == best_parts["extra"]["best_kid"] == 0.2
+    )
+
+    def strip(path: Path) -> list[dict]:
+        return [
+            {k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}
+            for line in path.read_text().splitlines()
+        ]
+
     assert strip(tmp_path / "whole" / "metrics.jsonl") == strip(tmp_path / "parts" / "metrics.jsonl")
 
 
-def test_a_private_federation_with_spectral_norm_fails_before_its_engine_starts(graded_store: Path, tmp_path: Path) -> None:
+def test_a_private_federation_with_spectral_norm_fails_before_its_engine_starts(
+    graded_store: Path, tmp_path: Path
+) -> None:
     from fedgan.federation.simulate import federate
 
     with pytest.raises(FedGANError, match="--no-spectral-norm --norm group"):
@@ -263,8 +345,15 @@ def test_a_private_federation_with_spectral_norm_fails_before_its_engine_starts(
 
 def test_only_the_newest_checkpoints_and_best_are_kept(graded_store: Path, tmp_path: Path) -> None:
     config = TrainConfig(epochs=5, batch_size=8, seed=2, eval_every=4, sample_count=10, keep_checkpoints=2)
-    train_centralised(graded_store, tmp_path / "run", model_config=TINY, train_config=config, conditional=True, progress=False,
-                      probe=ScriptedProbe({4: 1.0}))
+    train_centralised(
+        graded_store,
+        tmp_path / "run",
+        model_config=TINY,
+        train_config=config,
+        conditional=True,
+        progress=False,
+        probe=ScriptedProbe({4: 1.0}),
+    )
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.glob("*.pt")) == ["best.pt", "epoch-0004.pt", "epoch-0005.pt"]
     assert (folder / "latest").resolve().name == "epoch-0005.pt" and read_checkpoint(folder / "best.pt")["step"] == 4
@@ -275,18 +364,41 @@ def test_train_command_evaluates_while_training_and_after_resume(fundus_set: Pat
     import subprocess
     import sys
 
-    store = prepare_store(fundus_set, tmp_path / "store", preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0.4),
-                          workers=1, progress=False).out  # >= 10 graded held-out images for the evaluator
+    store = prepare_store(
+        fundus_set,
+        tmp_path / "store",
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(heldout_fraction=0.4),
+        workers=1,
+        progress=False,
+    ).out  # >= 10 graded held-out images for the evaluator
     base = [sys.executable, "-m", "fedgan", "train", "-q", "--device", "cpu"]
-    tiny = ["--generator-width", "64", "--discriminator-width", "8", "--latent-dim", "16", "--batch-size", "8", "--eval-every", "2",
-            "--eval-count", "16"]
-    first = subprocess.run([*base, "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1", "--conditional", *tiny],
-                           capture_output=True, text=True)
+    tiny = [
+        "--generator-width",
+        "64",
+        "--discriminator-width",
+        "8",
+        "--latent-dim",
+        "16",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--eval-count",
+        "16",
+    ]
+    first = subprocess.run(
+        [*base, "--store", str(store), "--out", str(tmp_path / "r"), "--epochs", "1", "--conditional", *tiny],
+        capture_output=True,
+        text=True,
+    )
     assert first.returncode == 0, first.stderr
     again = subprocess.run([*base, "--resume", str(tmp_path / "r"), "--epochs", "2"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     lines = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     steps = max(line["step"] for line in lines)
     assert [line["step"] for line in lines if line.get("eval")] == list(range(2, steps + 1, 2))
-    assert all(line["kid"] == line["kid"] and "kid_grader" in line for line in lines if line.get("eval"))  # finite, both spaces
+    assert all(
+        line["kid"] == line["kid"] and "kid_grader" in line for line in lines if line.get("eval")
+    )  # finite, both spaces
     assert (tmp_path / "r" / "checkpoints" / "best.pt").is_file()

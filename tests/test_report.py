@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import small_store
+
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
@@ -44,18 +44,32 @@ class Tags(HTMLParser):
 def test_report_of_an_evaluated_centralised_run(fundus_set: Path, tmp_path: Path) -> None:
     store = small_store(fundus_set, tmp_path / "store", size=16, heldout=0.4)
     run = tmp_path / "run"
-    train_centralised(store, run, model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
-                      train_config=TrainConfig(epochs=2, batch_size=4, sample_count=10), progress=False)
+    train_centralised(
+        store,
+        run,
+        model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
+        train_config=TrainConfig(epochs=2, batch_size=4, sample_count=10),
+        progress=False,
+    )
     result = evaluate_run(run, store, count=30)
     page = build_report(run).read_text()
     parser = Tags()
     parser.feed(page)
     assert parser.open == []
-    assert parser.headings == ["Metrics", "Privacy", "Losses", "Samples", "Timings and communication", "Configuration and data"]
+    assert parser.headings == [
+        "Metrics",
+        "Privacy",
+        "Losses",
+        "Samples",
+        "Timings and communication",
+        "Configuration and data",
+    ]
     assert f"{result['fidelity']['fd']['value']:.4g}" in page
     assert "an unconditional generator&#x27;s images carry no grade" in page  # TSTR marked not applicable, with why
     assert result["evaluator_sha256"][:12] in page
-    assert "paper_realism" not in json.loads((run / "eval" / "metrics.json").read_text())  # no reference given: not invented
+    assert "paper_realism" not in json.loads(
+        (run / "eval" / "metrics.json").read_text()
+    )  # no reference given: not invented
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:

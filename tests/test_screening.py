@@ -47,7 +47,9 @@ def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_store(fundus_set, tmp_path_factory.mktemp("screening") / "store", 16, 0.1)
 
 
-def federation(store: Path, run: Path, hospitals: int, faults: dict[int, Fault], rounds: int = 2, **options) -> InProcessGrid:
+def federation(
+    store: Path, run: Path, hospitals: int, faults: dict[int, Fault], rounds: int = 2, **options
+) -> InProcessGrid:
     settings = FederationSettings(store, run, hospitals, "iid", rounds, TINY, LOCAL, **options)
     settings = with_partition_sizes(Store(store), settings, None)
     run.mkdir(parents=True)
@@ -82,7 +84,9 @@ def test_weights_are_the_servers_not_the_hospitals() -> None:
     metrics = {keys.PARTITION_ID: 1, keys.NUM_EXAMPLES: 10**9, keys.UNIT_WEIGHT: 1}
     assert "claims weight 1e+09; the server's registry says 12" in weight_problem(metrics, "examples", {0: 5, 1: 12})
     assert weight_problem(metrics, "unweighted", {0: 5, 1: 12}) is None
-    assert "claims weight 0" in weight_problem({**metrics, keys.UNIT_WEIGHT: 0}, "unweighted", {1: 12})  # no zero-sum weights
+    assert "claims weight 0" in weight_problem(
+        {**metrics, keys.UNIT_WEIGHT: 0}, "unweighted", {1: 12}
+    )  # no zero-sum weights
     assert "not registered" in weight_problem({**metrics, keys.PARTITION_ID: 7}, "examples", {1: 12})
 
 
@@ -90,7 +94,11 @@ def test_registry_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "hospitals.toml"
     path.write_text("[hospitals]\n0 = 120\n1 = 80\n")
     assert read_registry(path) == {0: 120, 1: 80}
-    for text, problem in (("[hospitals]\n0 = -3\n", "positive integer"), ("0 = 1\n", "[hospitals] table"), ("[hosp", "not a TOML")):
+    for text, problem in (
+        ("[hospitals]\n0 = -3\n", "positive integer"),
+        ("0 = 1\n", "[hospitals] table"),
+        ("[hosp", "not a TOML"),
+    ):
         path.write_text(text)
         with pytest.raises(FedGANError, match=f"^{re.escape(str(path))}: .*{re.escape(problem)}"):
             read_registry(path)
@@ -98,8 +106,9 @@ def test_registry_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
         read_registry(tmp_path / "missing.toml")
 
 
-def test_hostile_replies_are_dropped_and_the_model_equals_the_honest_hospitals_alone(store: Path, tmp_path: Path,
-                                                                                    flower_task: None) -> None:
+def test_hostile_replies_are_dropped_and_the_model_equals_the_honest_hospitals_alone(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
     hostile = ["nan", "scaled-1e6", "wrong-shape", "extra-key", "inflated-weight", "silent"]
     faults = {node: FAULTS[name] for node, name in enumerate(hostile, start=4)}  # nodes 1-3 honest
     federation(store, tmp_path / "hostile", 9, faults)
@@ -118,7 +127,9 @@ def test_hostile_replies_are_dropped_and_the_model_equals_the_honest_hospitals_a
     assert [r["clients"] for r in records if r.get("aggregate")] == [3, 3]
 
 
-def test_a_round_without_enough_usable_replies_leaves_nothing_behind(store: Path, tmp_path: Path, flower_task: None) -> None:
+def test_a_round_without_enough_usable_replies_leaves_nothing_behind(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
     def zero_weight(message: Message, honest) -> Message:
         reply = honest()
         reply.content[keys.METRICS][keys.UNIT_WEIGHT] = 0
@@ -129,9 +140,18 @@ def test_a_round_without_enough_usable_replies_leaves_nothing_behind(store: Path
     assert lines(tmp_path / "zero") == [] and not (tmp_path / "zero" / "checkpoints").exists()
 
 
-def test_client_dp_round_with_a_failed_hospital_is_not_checkpointed(store: Path, tmp_path: Path, flower_task: None) -> None:
+def test_client_dp_round_with_a_failed_hospital_is_not_checkpointed(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
     with pytest.raises(RoundFailed, match="round 1: not aggregated"):
-        federation(store, tmp_path / "dp", 3, {2: FAULTS["crash"]}, weighting="unweighted", client_dp=ClientDP(noise=0.5, clip=1.0))
+        federation(
+            store,
+            tmp_path / "dp",
+            3,
+            {2: FAULTS["crash"]},
+            weighting="unweighted",
+            client_dp=ClientDP(noise=0.5, clip=1.0),
+        )
     assert lines(tmp_path / "dp") == [] and not (tmp_path / "dp" / "checkpoints").exists()
 
 
@@ -145,7 +165,12 @@ def test_robust_aggregation_keeps_a_within_bound_attack_out(store: Path, tmp_pat
 
     def distance(run: str) -> float:
         weights = read_checkpoint(tmp_path / run)["generator"]
-        return float(sum((weights[k] - start[f"generator.{k}"]).float().norm() ** 2 for k in weights if f"generator.{k}" in start) ** 0.5)
+        return float(
+            sum(
+                (weights[k] - start[f"generator.{k}"]).float().norm() ** 2 for k in weights if f"generator.{k}" in start
+            )
+            ** 0.5
+        )
 
     assert [r["clients"] for r in lines(tmp_path / "median") if r.get("aggregate")] == [5]  # the bound let it through
     assert distance("median") < 1.5 * distance("honest") < distance("mean")
@@ -161,33 +186,54 @@ def test_dp_steps_a_failed_round_released_are_remembered(store: Path, tmp_path: 
     settings = with_partition_sizes(Store(store), settings, None)
     settings.run.mkdir()
     with pytest.raises(RoundFailed, match="round 1: only 2"):
-        run_rounds(InProcessGrid(3, {3: FAULTS["crash"]}), None, settings,  # type: ignore[arg-type]
-                   global_weights(new_state(grouped, private, torch.device("cpu"))), 0)
+        run_rounds(
+            InProcessGrid(3, {3: FAULTS["crash"]}),
+            None,
+            settings,  # type: ignore[arg-type]
+            global_weights(new_state(grouped, private, torch.device("cpu"))),
+            0,
+        )
     assert sorted(read_ledger(settings.run)) == ["0", "1"] and lines(settings.run) == []
 
 
 def test_hospitals_reveal_only_what_the_federation_asked_for(store: Path, tmp_path: Path, flower_task: None) -> None:
     grade_keys = {keys.GRADE_COUNT.format(g) for g in range(5)}
-    for disclose, revealed in (((), set()), (("losses",), {keys.D_LOSS, keys.G_LOSS, keys.STEPS, keys.SECONDS}),
-                               (("grades",), grade_keys)):
+    for disclose, revealed in (
+        ((), set()),
+        (("losses",), {keys.D_LOSS, keys.G_LOSS, keys.STEPS, keys.SECONDS}),
+        (("grades",), grade_keys),
+    ):
         grid = federation(store, tmp_path / f"run-{'-'.join(disclose)}", 2, {}, rounds=1, disclose=disclose)
         for reply in grid.replies:
-            assert set(reply.content[keys.METRICS]) == {keys.NUM_EXAMPLES, keys.UNIT_WEIGHT, keys.PARTITION_ID} | revealed
+            assert (
+                set(reply.content[keys.METRICS]) == {keys.NUM_EXAMPLES, keys.UNIT_WEIGHT, keys.PARTITION_ID} | revealed
+            )
 
 
-def test_secure_aggregation_retries_a_halted_round_without_the_hospitals_that_dropped_out(store: Path, tmp_path: Path,
-                                                                                          flower_task: None) -> None:
-    """Three neighbours crashing mid-round leave a hospital below SecAgg+'s threshold: the round halts, then runs without them."""
+def test_secure_aggregation_retries_a_halted_round_without_the_hospitals_that_dropped_out(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
+    """Three neighbours crashing mid-round leave a hospital below SecAgg+'s threshold: the round
+    halts, then runs without them."""
     from fedgan.federation.secure import SecAggSettings
 
     settings = FederationSettings(store, tmp_path / "run", 10, "iid", 2, TINY, LOCAL)
     settings = with_partition_sizes(Store(store), settings, SecAggSettings())
     settings.run.mkdir()
-    run_rounds(InProcessGrid(10, dict.fromkeys((8, 9, 10), FAULTS["crash"])), Context(1, 0, {}, RecordDict(), {}), settings,
-               global_weights(new_state(TINY, LOCAL, torch.device("cpu"))), 0)
+    run_rounds(
+        InProcessGrid(10, dict.fromkeys((8, 9, 10), FAULTS["crash"])),
+        Context(1, 0, {}, RecordDict(), {}),
+        settings,
+        global_weights(new_state(TINY, LOCAL, torch.device("cpu"))),
+        0,
+    )
     records = lines(settings.run)
     assert [r["clients"] for r in records if r.get("aggregate")] == [7, 7]
-    assert sorted(r["node"] for r in records if "node" in r and "failed" in r) == [8, 9, 10]  # recorded once, with the round
+    assert sorted(r["node"] for r in records if "node" in r and "failed" in r) == [
+        8,
+        9,
+        10,
+    ]  # recorded once, with the round
     assert read_checkpoint(settings.run)["extra"]["round"] == 2
 
 
@@ -197,9 +243,17 @@ def test_deployment_weights_and_the_secagg_range_come_from_the_operators_registr
     from fedgan.federation.deployment import deployment_settings
 
     app = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    config = {f"{section}.{key}": value for section, values in app.items() for key, value in values.items()}  # as Flower flattens it
-    config |= {"federation.run-dir": str(tmp_path / "run"), "federation.secagg": True, "model.resolution": 16,
-               "model.generator-width": 32, "model.discriminator-width": 8, "model.latent-dim": 8}
+    config = {
+        f"{section}.{key}": value for section, values in app.items() for key, value in values.items()
+    }  # as Flower flattens it
+    config |= {
+        "federation.run-dir": str(tmp_path / "run"),
+        "federation.secagg": True,
+        "model.resolution": 16,
+        "model.generator-width": 32,
+        "model.discriminator-width": 8,
+        "model.latent-dim": 8,
+    }
     with pytest.raises(FedGANError, match="federation.registry is required"):
         deployment_settings({**config, "federation.registry": ""})
     (tmp_path / "hospitals.toml").write_text("[hospitals]\n0 = 1200\n1 = 80\n")

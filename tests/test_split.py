@@ -32,16 +32,27 @@ def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
     train = TrainConfig(batch_size=4, seed=3)
     central = new_state(TINY, train, torch.device("cpu"))
     split = new_state(TINY, train, torch.device("cpu"))
-    hospital = Judge(DiscriminatorSide(split.discriminator, split.opt_discriminator), images, labels, train, split.augment, conditional=False)
+    hospital = Judge(
+        DiscriminatorSide(split.discriminator, split.opt_discriminator),
+        images,
+        labels,
+        train,
+        split.augment,
+        conditional=False,
+    )
     for _ in range(2):
         train_epoch(central, images, labels, train)
     for _ in range(6):  # 2 epochs of 3 steps
         z, grades, fakes = draw_fakes(split, 4, None)
         gradient, _ = hospital.judge(fakes, grades)
-        generator_step(split, z, grades, combine(4, [(torch.arange(4), torch.ones(4), gradient)], tuple(fakes.shape[1:])))
+        generator_step(
+            split, z, grades, combine(4, [(torch.arange(4), torch.ones(4), gradient)], tuple(fakes.shape[1:]))
+        )
     assert split.step == central.step == 6
     for name in ("generator", "discriminator"):
-        for (key, a), b in zip(getattr(central, name).state_dict().items(), getattr(split, name).state_dict().values(), strict=True):
+        for (key, a), b in zip(
+            getattr(central, name).state_dict().items(), getattr(split, name).state_dict().values(), strict=True
+        ):
             if a.is_floating_point():
                 assert torch.allclose(a, b, atol=1e-5), (name, key)
     for a, b in zip(central.generator_ema.parameters(), split.generator_ema.parameters(), strict=True):
@@ -71,7 +82,9 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InProcessGrid:
-    settings = FederationSettings(store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3))
+    settings = FederationSettings(
+        store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3)
+    )
     run.mkdir(exist_ok=True)
     grid = InProcessGrid(3)
     recorder = RoundRecorder(settings, start_round)
@@ -79,7 +92,9 @@ def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InPr
     return grid
 
 
-def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(fundus_set: Path, tmp_path: Path, flower_task: None) -> None:
+def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
+    fundus_set: Path, tmp_path: Path, flower_task: None
+) -> None:
     from conftest import small_store
 
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
@@ -94,7 +109,11 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(fu
     lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     hospitals = [x for x in lines if "client" in x]
     assert len(hospitals) == 6 and all(x["bytes_received"] > x["bytes_sent"] > 0 for x in hospitals if x["round"] == 1)
-    assert sorted(p.name for p in (tmp_path / "a" / "hospitals" / "hospital-0").iterdir()) == ["current.pt", "round-0001.pt", "round-0002.pt"]
+    assert sorted(p.name for p in (tmp_path / "a" / "hospitals" / "hospital-0").iterdir()) == [
+        "current.pt",
+        "round-0001.pt",
+        "round-0002.pt",
+    ]
 
     split_run(store, tmp_path / "b", rounds=1)
     from fedgan.federation import split_client
@@ -108,7 +127,10 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(fu
             if value.is_floating_point():
                 assert torch.allclose(value, b[net][key], atol=1e-6), (net, key)
     for hospital in range(3):
-        ours, theirs = (torch.load(run / "hospitals" / f"hospital-{hospital}" / "current.pt", weights_only=True) for run in (tmp_path / "a", tmp_path / "b"))
+        ours, theirs = (
+            torch.load(run / "hospitals" / f"hospital-{hospital}" / "current.pt", weights_only=True)
+            for run in (tmp_path / "a", tmp_path / "b")
+        )
         for key, value in ours["discriminator"].items():
             assert torch.allclose(value.float(), theirs["discriminator"][key].float(), atol=1e-6), key
 

@@ -28,8 +28,14 @@ def halves(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nda
     """Two disjoint sets of 300 real 64 px photographs: a reference and one to spoil."""
     root = tmp_path_factory.mktemp("structure")
     write_fundus_set(root / "eyepacs", count=600, size=128, seed=5, workers=2, progress=False)
-    store = prepare_store(root / "eyepacs", root / "store", preprocess_config=PreprocessConfig(size=64),
-                          store_config=StoreConfig(heldout_fraction=0.5), workers=2, progress=False).out
+    store = prepare_store(
+        root / "eyepacs",
+        root / "store",
+        preprocess_config=PreprocessConfig(size=64),
+        store_config=StoreConfig(heldout_fraction=0.5),
+        workers=2,
+        progress=False,
+    ).out
     return Store(store).load("train")[0], Store(store).load("heldout")[0]
 
 
@@ -45,12 +51,15 @@ def distances(halves: tuple[np.ndarray, np.ndarray], spoiled: list[np.ndarray]) 
 
 
 def assert_increasing(values: list[float]) -> None:
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in zip(values, values[1:], strict=False)), values
 
 
 def test_blur(halves: tuple[np.ndarray, np.ndarray]) -> None:
     other = halves[1]
-    spoiled = [other, *(per_image(other, lambda x, s=sigma: cv2.GaussianBlur(x, (0, 0), s)) for sigma in (0.6, 1.2, 2.4))]
+    spoiled = [
+        other,
+        *(per_image(other, lambda x, s=sigma: cv2.GaussianBlur(x, (0, 0), s)) for sigma in (0.6, 1.2, 2.4)),
+    ]
     assert_increasing(distances(halves, spoiled))
 
 
@@ -66,7 +75,9 @@ def test_fading_out_the_vessels(halves: tuple[np.ndarray, np.ndarray]) -> None:
     """A grayscale closing fills every thin dark line (the vessels) and little else; blending
     towards it fades the vessel tree out."""
     other = halves[1]
-    closed = per_image(other, lambda x: cv2.morphologyEx(x, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
+    closed = per_image(
+        other, lambda x: cv2.morphologyEx(x, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+    )
     spoiled = [other + strength * (closed - other) for strength in (0.0, 0.35, 0.7, 1.0)]
     assert_increasing(distances(halves, spoiled))
 
@@ -81,18 +92,33 @@ def test_features_are_a_fixed_function_of_each_image() -> None:
     images = np.random.default_rng(0).uniform(-1, 1, (20, 1, 32, 32)).astype(np.float32)
     whole = raw_features(images)
     assert whole.shape == (20, 320) and np.isfinite(whole).all()
-    assert np.allclose(whole, np.concatenate([raw_features(images[:1], batch_size=1), raw_features(images[1:], batch_size=7)]), atol=1e-6)
+    assert np.allclose(
+        whole,
+        np.concatenate([raw_features(images[:1], batch_size=1), raw_features(images[1:], batch_size=7)]),
+        atol=1e-6,
+    )
 
 
 def test_probe_measures_a_generator_in_both_spaces(fundus_set: Path, tmp_path: Path) -> None:
-    store = prepare_store(fundus_set, tmp_path / "store", preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0.4),
-                          workers=1, progress=False).out
+    store = prepare_store(
+        fundus_set,
+        tmp_path / "store",
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(heldout_fraction=0.4),
+        workers=1,
+        progress=False,
+    ).out
     evaluator = load_evaluator(store)
     assert evaluator.embed(Store(store).load("train")[0][:4], "structure").shape == (4, 320) and HEADLINE == "structure"
     probe = QualityProbe.for_store(store, count=32)
-    state = new_state(GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16, num_classes=5),
-                      TrainConfig(), torch.device("cpu"))
+    state = new_state(
+        GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16, num_classes=5),
+        TrainConfig(),
+        torch.device("cpu"),
+    )
     first, again = probe(state), probe(state)
-    assert set(first) == {"kid", "fd", "kid_grader", "fd_grader"} and first == again  # fixed noise: same model, same numbers
+    assert (
+        set(first) == {"kid", "fd", "kid_grader", "fd_grader"} and first == again
+    )  # fixed noise: same model, same numbers
     assert all(np.isfinite(v) for v in first.values()) and first["fd"] > 0
     assert set(SPACES) == {"structure", "grader"}

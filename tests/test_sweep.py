@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import small_store
+
 from fedgan.config import TrainConfig
 from fedgan.models.dcgan import GANConfig
 from fedgan.sweep import CENTRALISED, SweepSettings, run_sweep
@@ -22,9 +22,16 @@ def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_path: Path) -> None:
-    settings = SweepSettings(store, tmp_path / "sweep", clients=(2, 3), rounds=2, conditional=True, count=30,
-                             model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
-                             train_config=TrainConfig(epochs=1, batch_size=4, sample_count=10))
+    settings = SweepSettings(
+        store,
+        tmp_path / "sweep",
+        clients=(2, 3),
+        rounds=2,
+        conditional=True,
+        count=30,
+        model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
+        train_config=TrainConfig(epochs=1, batch_size=4, sample_count=10),
+    )
     rows = run_sweep(settings)
     assert [r["member"] for r in rows] == [CENTRALISED, "clients-2", "clients-3"]
     assert rows[0]["fd_vs_centralised"] == 1.0 and rows[0]["paper_realism_vs_centralised"] == 1.0
@@ -42,6 +49,21 @@ def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_pa
 def test_sweep_command_line_rejects_bad_sizes(tmp_path: Path) -> None:
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "fedgan", "sweep", "--store", str(tmp_path), "--out", str(tmp_path / "o"),
-                             "--clients", "3,x"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedgan",
+            "sweep",
+            "--store",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--clients",
+            "3,x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "--clients must be comma-separated integers" in result.stderr

@@ -25,7 +25,9 @@ def test_masked_crc_of_a_tensorflow_record_header() -> None:
 
 def test_example_round_trip_all_feature_kinds() -> None:
     image = np.linspace(-1, 1, 37, dtype=np.float32)
-    payload = encode_example({"image": image, "label": [-1], "shape": [1, 2, 300], "id": "10_left", "names": [b"a", b"bc"]})
+    payload = encode_example(
+        {"image": image, "label": [-1], "shape": [1, 2, 300], "id": "10_left", "names": [b"a", b"bc"]}
+    )
     features = decode_example(payload)
     assert np.array_equal(features["image"], image)
     assert features["label"].tolist() == [-1]

@@ -27,19 +27,36 @@ FAST = TrainConfig(epochs=3, batch_size=8, seed=4, sample_count=10)
 @pytest.fixture(scope="module")
 def fundus_store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "fundus16"
-    prepare_store(fundus_set, out, preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(seed=0), workers=1, progress=False)
+    prepare_store(
+        fundus_set,
+        out,
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(seed=0),
+        workers=1,
+        progress=False,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def ct_store(ct_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "ct16"
-    prepare_store(ct_set, out, preprocess_config=PreprocessConfig(size=16), store_config=StoreConfig(heldout_fraction=0), workers=1, progress=False)
+    prepare_store(
+        ct_set,
+        out,
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(heldout_fraction=0),
+        workers=1,
+        progress=False,
+    )
     return out
 
 
 def weights(state) -> dict[str, torch.Tensor]:  # noqa: ANN001
-    return {**{f"g.{k}": v for k, v in state.generator.state_dict().items()}, **{f"d.{k}": v for k, v in state.discriminator.state_dict().items()}}
+    return {
+        **{f"g.{k}": v for k, v in state.generator.state_dict().items()},
+        **{f"d.{k}": v for k, v in state.discriminator.state_dict().items()},
+    }
 
 
 def test_a_step_changes_both_networks_and_reports_losses() -> None:
@@ -63,13 +80,17 @@ def test_run_folder_contents(fundus_store: Path, tmp_path: Path) -> None:
     assert {"d_loss", "g_loss", "d_real", "d_fake", "epoch", "images_per_s"} <= set(lines[0])
     data = read_checkpoint(run)
     assert data["epoch"] == 3 and data["model_config"]["resolution"] == 16 and data["train_config"]["seed"] == 4
-    assert set(data["rng"]) == {"noise", "augment", "torch", "cuda"} and "opt_generator" in data and data["fedgan_version"]
+    assert (
+        set(data["rng"]) == {"noise", "augment", "torch", "cuda"} and "opt_generator" in data and data["fedgan_version"]
+    )
     assert "[data.train]" in (run / "config.toml").read_text()
 
 
 def test_resume_equals_uninterrupted(fundus_store: Path, tmp_path: Path) -> None:
     straight = train_centralised(fundus_store, tmp_path / "a", model_config=TINY, train_config=FAST, progress=False)
-    train_centralised(fundus_store, tmp_path / "b", model_config=TINY, train_config=FAST, progress=False, stop_after_epochs=1)
+    train_centralised(
+        fundus_store, tmp_path / "b", model_config=TINY, train_config=FAST, progress=False, stop_after_epochs=1
+    )
     torch.manual_seed(12345)  # whatever happened in between must not matter
     resumed = resume_centralised(tmp_path / "b", progress=False)
     assert resumed.epoch == straight.epoch == 3 and resumed.step == straight.step
@@ -88,7 +109,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert config == FAST and restored.step == state.step
     a, b = weights(state), weights(restored)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert restored.opt_generator.state_dict()["state"][0]["exp_avg"].equal(state.opt_generator.state_dict()["state"][0]["exp_avg"])
+    assert restored.opt_generator.state_dict()["state"][0]["exp_avg"].equal(
+        state.opt_generator.state_dict()["state"][0]["exp_avg"]
+    )
     assert torch.equal(restored.noise.get_state(), state.noise.get_state())
 
 
@@ -110,7 +133,9 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path: Path) -
         read_checkpoint(tmp_path / "other.pt")
 
 
-def test_unreadable_latest_falls_back_to_the_previous_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_latest_falls_back_to_the_previous_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     state = new_state(TINY, FAST, torch.device("cpu"))
     save_checkpoint(state, FAST, tmp_path, "round-0001", extra={"round": 1})
     newest = save_checkpoint(state, FAST, tmp_path, "round-0002", extra={"round": 2})
@@ -122,7 +147,9 @@ def test_unreadable_latest_falls_back_to_the_previous_checkpoint(tmp_path: Path,
 
 
 def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_path: Path) -> None:
-    pretrained = train_centralised(ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
+    pretrained = train_centralised(
+        ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False
+    )
     fine = new_state(TINY, FAST, torch.device("cpu"))
     assert init_from_checkpoint(fine, tmp_path / "ct", FAST) == []
     a, b = weights(pretrained), weights(fine)
@@ -130,14 +157,23 @@ def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_pa
     assert fine.opt_generator.state_dict()["state"] == {}  # fresh optimisers
     conditional = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5}), FAST, torch.device("cpu"))
     assert init_from_checkpoint(conditional, tmp_path / "ct", FAST) == ["generator.embed", "discriminator.embed"]
-    run = train_centralised(fundus_store, tmp_path / "fundus", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=8), init=tmp_path / "ct" / "checkpoints" / "latest", progress=False)
+    run = train_centralised(
+        fundus_store,
+        tmp_path / "fundus",
+        model_config=TINY,
+        train_config=TrainConfig(epochs=1, batch_size=8),
+        init=tmp_path / "ct" / "checkpoints" / "latest",
+        progress=False,
+    )
     assert run.epoch == 1
     assert "ct" in (tmp_path / "fundus" / "config.toml").read_text()
 
 
 @pytest.mark.parametrize("change", [dict(latent_dim=32), dict(generator_width=128), dict(norm="group")])
 def test_transfer_with_another_architecture_is_refused(ct_store: Path, tmp_path: Path, change: dict) -> None:
-    train_centralised(ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
+    train_centralised(
+        ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False
+    )
     other = new_state(GANConfig(**{**TINY.__dict__, **change}), FAST, torch.device("cpu"))
     before = {k: v.clone() for k, v in weights(other).items()}
     with pytest.raises(FedGANError, match="cannot initialise"):
@@ -146,10 +182,26 @@ def test_transfer_with_another_architecture_is_refused(ct_store: Path, tmp_path:
 
 
 def test_resolution_mismatch_from_the_store_is_refused(ct_set: Path, ct_store: Path, tmp_path: Path) -> None:
-    train_centralised(ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False)
-    prepare_store(ct_set, tmp_path / "ct32", preprocess_config=PreprocessConfig(size=32), store_config=StoreConfig(heldout_fraction=0), workers=1, progress=False)
+    train_centralised(
+        ct_store, tmp_path / "ct", model_config=TINY, train_config=TrainConfig(epochs=1, batch_size=4), progress=False
+    )
+    prepare_store(
+        ct_set,
+        tmp_path / "ct32",
+        preprocess_config=PreprocessConfig(size=32),
+        store_config=StoreConfig(heldout_fraction=0),
+        workers=1,
+        progress=False,
+    )
     with pytest.raises(FedGANError, match="resolution is 16, this run needs 32"):
-        train_centralised(tmp_path / "ct32", tmp_path / "r", model_config=TINY, train_config=FAST, init=tmp_path / "ct", progress=False)
+        train_centralised(
+            tmp_path / "ct32",
+            tmp_path / "r",
+            model_config=TINY,
+            train_config=FAST,
+            init=tmp_path / "ct",
+            progress=False,
+        )
 
 
 def test_device_choice() -> None:
@@ -164,39 +216,69 @@ def test_device_choice() -> None:
 
 def test_train_and_resume_from_the_command_line(fundus_store: Path, tmp_path: Path) -> None:
     base = [sys.executable, "-m", "fedgan", "train", "-q"]
-    tiny = ["--generator-width", "64", "--discriminator-width", "8", "--latent-dim", "16", "--batch-size", "8", "--device", "cpu"]
-    result = subprocess.run([*base, "--store", str(fundus_store), "--out", str(tmp_path / "r"), "--epochs", "1", "--conditional", *tiny], capture_output=True, text=True)
+    tiny = [
+        "--generator-width",
+        "64",
+        "--discriminator-width",
+        "8",
+        "--latent-dim",
+        "16",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        [*base, "--store", str(fundus_store), "--out", str(tmp_path / "r"), "--epochs", "1", "--conditional", *tiny],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "trained to epoch 1" in result.stdout
     result = subprocess.run([*base, "--resume", str(tmp_path / "r"), "--epochs", "2"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "trained to epoch 2" in result.stdout
-    again = subprocess.run([*base, "--store", str(fundus_store), "--out", str(tmp_path / "r"), *tiny], capture_output=True, text=True)
+    again = subprocess.run(
+        [*base, "--store", str(fundus_store), "--out", str(tmp_path / "r"), *tiny], capture_output=True, text=True
+    )
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
-GROUPED = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, norm="group", spectral_norm=False)
+GROUPED = GANConfig(
+    resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, norm="group", spectral_norm=False
+)
 
 
-def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_with_it(tmp_path: Path, fundus_store: Path) -> None:
+def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_with_it(
+    tmp_path: Path, fundus_store: Path
+) -> None:
     from opacus.accountants import RDPAccountant
 
     from fedgan.training.privacy import epsilon
 
     config = TrainConfig(epochs=2, batch_size=4, dp_epsilon=4.0, dp_delta=1e-3)
-    straight = train_centralised(fundus_store, tmp_path / "a", model_config=GROUPED, train_config=config, progress=False)
+    straight = train_centralised(
+        fundus_store, tmp_path / "a", model_config=GROUPED, train_config=config, progress=False
+    )
     images = len(Store(fundus_store).labels("train"))
     steps = 2 * (images // 4)
-    assert straight.private.history() == [(straight.private.noise, 4 / images, steps)]  # every D update counted, nothing else
+    assert straight.private.history() == [
+        (straight.private.noise, 4 / images, steps)
+    ]  # every D update counted, nothing else
     reference = RDPAccountant()  # Opacus's own accountant, stepped once per update
     for _ in range(steps):
         reference.step(noise_multiplier=straight.private.noise, sample_rate=4 / images)
     assert straight.private.epsilon() == pytest.approx(reference.get_epsilon(1e-3), rel=1e-9)
     assert straight.private.epsilon() == pytest.approx(4.0, abs=0.05)  # the noise was calibrated to the target
     lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["epsilon"] == pytest.approx(straight.private.epsilon(), abs=1e-3) and lines[0]["epsilon"] < lines[-1]["epsilon"]
+    assert (
+        lines[-1]["epsilon"] == pytest.approx(straight.private.epsilon(), abs=1e-3)
+        and lines[0]["epsilon"] < lines[-1]["epsilon"]
+    )
 
-    train_centralised(fundus_store, tmp_path / "b", model_config=GROUPED, train_config=config, progress=False, stop_after_epochs=1)
+    train_centralised(
+        fundus_store, tmp_path / "b", model_config=GROUPED, train_config=config, progress=False, stop_after_epochs=1
+    )
     resumed = resume_centralised(tmp_path / "b", progress=False)
     assert resumed.private.history() == straight.private.history()
     assert epsilon(resumed.private.history(), 1e-3) == straight.private.epsilon()
@@ -204,6 +286,12 @@ def test_dp_training_spends_the_target_epsilon_by_opacus_accounting_and_resumes_
 
 def test_dp_refuses_batch_norm_with_a_clear_error(tmp_path: Path, fundus_store: Path) -> None:
     with pytest.raises(FedGANError, match="use --norm group"):
-        train_centralised(fundus_store, tmp_path / "r", model_config=GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8,
-                                                                               spectral_norm=False),
-                          train_config=TrainConfig(epochs=1, batch_size=4, dp_noise=1.0), progress=False)
+        train_centralised(
+            fundus_store,
+            tmp_path / "r",
+            model_config=GANConfig(
+                resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, spectral_norm=False
+            ),
+            train_config=TrainConfig(epochs=1, batch_size=4, dp_noise=1.0),
+            progress=False,
+        )

@@ -76,16 +76,20 @@ def check_destination(destination: Path, inputs: Iterable[Path], overwrite: bool
     for source in inputs:
         source = Path(source).resolve()
         if target == source or target in source.parents:
-            raise FedGANError(f"{destination}: is {'the input' if target == source else 'a folder holding the input'} "
-                              f"{source}; choose another output folder")
+            raise FedGANError(
+                f"{destination}: is {'the input' if target == source else 'a folder holding the input'} "
+                f"{source}; choose another output folder"
+            )
     if destination.exists() and not destination.is_dir():
         raise FedGANError(f"{destination}: exists and is not a folder")
     if destination.is_dir() and any(destination.iterdir()):
         if not overwrite:
             raise FedGANError(f"{destination}: already exists and is not empty (use --overwrite to replace it)")
         if not written_by_fedgan(destination):
-            raise FedGANError(f"{destination}: --overwrite replaces only folders FedGAN wrote, and this one has no {OWNER_MARK}; "
-                              "move it away or choose another output folder")
+            raise FedGANError(
+                f"{destination}: --overwrite replaces only folders FedGAN wrote, and this one has no {OWNER_MARK}; "
+                "move it away or choose another output folder"
+            )
 
 
 @contextlib.contextmanager

@@ -30,7 +30,12 @@ AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, se
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms
 #: what a hospital may reveal beyond its weight and id (`--disclose`): images per grade; mean losses, steps, seconds
 DISCLOSURES = ("grades", "losses")
-AGGREGATIONS = ("mean", "median", "trimmed-mean", "krum")  # fedavg's combination of replies (Flower's robust strategies)
+AGGREGATIONS = (
+    "mean",
+    "median",
+    "trimmed-mean",
+    "krum",
+)  # fedavg's combination of replies (Flower's robust strategies)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +74,9 @@ class PreprocessConfig:
 class StoreConfig:
     """How a prepared store is laid out on disk."""
 
-    shard_size: int = 256  # records per shard (16 MiB of float32 at 128 px, ~2.5 MiB gzipped); the unit of parallel work
+    shard_size: int = (
+        256  # records per shard (16 MiB of float32 at 128 px, ~2.5 MiB gzipped); the unit of parallel work
+    )
     compression: str = "gzip"  # gzip (the paper's choice; binned images shrink ~10x) or none
     heldout_fraction: float = 0.2  # stratified by grade; never read by training, only by evaluation
     seed: int = 0  # fixes the held-out split
@@ -100,7 +107,9 @@ class TrainConfig:
     # The small-data recipe (see fedgan.training.recipes; `--recipe paper` switches all of it off)
     loss: str = "hinge"  # hinge (SN-GAN, BigGAN) or bce (the paper's, non-saturating for G)
     augment: str = "translation,cutout,color"  # DiffAugment policy for real and fake images, "" for none
-    mirror: bool = True  # mirror half of the real images (a mirrored left eye is a right eye): twice the data, same distribution
+    mirror: bool = (
+        True  # mirror half of the real images (a mirrored left eye is a right eye): twice the data, same distribution
+    )
     ema_decay: float = 0.999  # EMA of the generator's weights (samples, evaluation and releases use it); 0 disables
     r1_gamma: float = 0.0  # R1 gradient penalty on real images (lazy, every r1-every steps); 0 disables
     r1_every: int = 16  # discriminator steps between R1 penalties
@@ -158,9 +167,20 @@ class AlgorithmConfig:
         if self.aggregation not in AGGREGATIONS:
             raise FedGANError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
         if self.aggregation != "mean" and self.name != "fedavg":
-            raise FedGANError(f"--aggregation {self.aggregation} replaces fedavg's mean; it does not combine with --algorithm {self.name}")
-        if self.server_lr < 0 or not 0 <= self.server_momentum < 1 or self.proximal_mu < 0 or self.pack < 1 or self.byzantine < 0:
-            raise FedGANError("need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0, pack >= 1 and byzantine >= 0")
+            raise FedGANError(
+                f"--aggregation {self.aggregation} replaces fedavg's mean; it does not combine with --algorithm "
+                f"{self.name}"
+            )
+        if (
+            self.server_lr < 0
+            or not 0 <= self.server_momentum < 1
+            or self.proximal_mu < 0
+            or self.pack < 1
+            or self.byzantine < 0
+        ):
+            raise FedGANError(
+                "need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0, pack >= 1 and byzantine >= 0"
+            )
 
 
 def to_kebab(name: str) -> str:

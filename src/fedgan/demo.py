@@ -60,8 +60,22 @@ class DemoConfig:
 
 
 #: `fedgan demo --quick`: the same path at small counts, a smoke test of an installation
-QUICK = DemoConfig(fundus_count=400, fundus_size=256, heldout_fraction=0.5, ct_patients=2, ct_slices=8, ct_size=128, image_size=32,
-                   pretrain_epochs=1, train_epochs=2, generator_width=64, discriminator_width=16, eval_every=5, rounds=2, local_epochs=1)
+QUICK = DemoConfig(
+    fundus_count=400,
+    fundus_size=256,
+    heldout_fraction=0.5,
+    ct_patients=2,
+    ct_slices=8,
+    ct_size=128,
+    image_size=32,
+    pretrain_epochs=1,
+    train_epochs=2,
+    generator_width=64,
+    discriminator_width=16,
+    eval_every=5,
+    rounds=2,
+    local_epochs=1,
+)
 
 
 def preview_grid(fundus_root: Path, store: Store, per_grade: int = 4) -> np.ndarray:
@@ -69,8 +83,12 @@ def preview_grid(fundus_root: Path, store: Store, per_grade: int = 4) -> np.ndar
     tile = 128
     rows = []
     entries = store.entries("train")
-    picked = sorted(i for grade in sorted({e["label"] for e in entries}) for i in [k for k, e in enumerate(entries) if e["label"] == grade][:per_grade])  # load() returns index order
-    images = dict(zip((entries[i]["id"] for i in picked), store.load("train", np.array(picked))[0]))
+    picked = sorted(
+        i
+        for grade in sorted({e["label"] for e in entries})
+        for i in [k for k, e in enumerate(entries) if e["label"] == grade][:per_grade]
+    )  # load() returns index order
+    images = dict(zip((entries[i]["id"] for i in picked), store.load("train", np.array(picked))[0], strict=True))
     for grade in sorted({e["label"] for e in entries}):
         cells = []
         for entry in (entries[i] for i in picked if entries[i]["label"] == grade):
@@ -78,92 +96,204 @@ def preview_grid(fundus_root: Path, store: Store, per_grade: int = 4) -> np.ndar
             photo = cv2.resize(photo, (tile * photo.shape[1] // photo.shape[0], tile), interpolation=cv2.INTER_AREA)
             photo = photo[:, (photo.shape[1] - tile) // 2 : (photo.shape[1] - tile) // 2 + tile]
             processed = ((images[entry["id"]][0] + 1) * 127.5).astype(np.uint8)
-            processed = cv2.cvtColor(cv2.resize(processed, (tile, tile), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+            processed = cv2.cvtColor(
+                cv2.resize(processed, (tile, tile), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR
+            )
             cells += [photo, processed]
         cells += [np.zeros((tile, tile, 3), np.uint8)] * (2 * per_grade - len(cells))
         label = np.zeros((tile, 90, 3), np.uint8)
-        cv2.putText(label, f"grade {grade}", (4, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            label, f"grade {grade}", (4, tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA
+        )
         rows.append(np.concatenate([label, *cells], axis=1))
     return np.concatenate(rows, axis=0)
 
 
-def run_demo(out: Path, *, config: DemoConfig = DemoConfig(), fresh: bool = False, workers: int | None = None,
-             progress: bool = True, device: torch.device = torch.device("cpu")) -> str:
+def run_demo(
+    out: Path,
+    *,
+    config: DemoConfig = DemoConfig(),
+    fresh: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    device: torch.device = torch.device("cpu"),
+) -> str:
     """Run the demo into `out`; returns the summary that is also saved as `out/summary.txt`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     fundus_raw, ct_raw = out / "data" / "eyepacs", out / "data" / "rsna-ct"
     if fresh or not (fundus_raw / "trainLabels.csv").is_file():
-        made = write_fundus_set(fundus_raw, count=config.fundus_count, size=config.fundus_size, seed=config.seed, workers=workers, overwrite=True, progress=progress)
-        lines.append(f"wrote {made.images} procedural fundus photographs ({config.fundus_size} px, EyePACS layout) to {fundus_raw} at {made.images_per_second:.1f} images/s")
+        made = write_fundus_set(
+            fundus_raw,
+            count=config.fundus_count,
+            size=config.fundus_size,
+            seed=config.seed,
+            workers=workers,
+            overwrite=True,
+            progress=progress,
+        )
+        lines.append(
+            f"wrote {made.images} procedural fundus photographs ({config.fundus_size} px, EyePACS layout) to "
+            f"{fundus_raw} at {made.images_per_second:.1f} images/s"
+        )
     else:
         lines.append(f"reused the fundus photographs in {fundus_raw} (pass --fresh to regenerate)")
     if fresh or not ct_raw.is_dir():
-        made = write_ct_set(ct_raw, patients=config.ct_patients, slices=config.ct_slices, size=config.ct_size, seed=config.seed, workers=workers, overwrite=True, progress=progress)
-        lines.append(f"wrote {made.images} procedural CT slices as DICOM ({config.ct_patients} patients) to {ct_raw} at {made.images_per_second:.1f} slices/s")
+        made = write_ct_set(
+            ct_raw,
+            patients=config.ct_patients,
+            slices=config.ct_slices,
+            size=config.ct_size,
+            seed=config.seed,
+            workers=workers,
+            overwrite=True,
+            progress=progress,
+        )
+        lines.append(
+            f"wrote {made.images} procedural CT slices as DICOM ({config.ct_patients} patients) to {ct_raw} at "
+            f"{made.images_per_second:.1f} slices/s"
+        )
     else:
         lines.append(f"reused the CT series in {ct_raw}")
     preprocess = PreprocessConfig(size=config.image_size)
     store_config = StoreConfig(seed=config.seed, heldout_fraction=config.heldout_fraction)
     stores = {"fundus": out / "stores" / "fundus", "ct": out / "stores" / "ct"}
     for name, raw in (("fundus", fundus_raw), ("ct", ct_raw)):
-        summary = prepare_store(raw, stores[name], preprocess_config=preprocess, store_config=store_config, workers=workers, overwrite=True, progress=progress)
-        lines.append(f"prepared {name}: {summary.written['train']} train + {summary.written['heldout']} held-out images "
-                     f"({summary.layout} layout, {len(summary.skipped)} skipped) into {stores[name]} at {summary.images_per_second:.0f} images/s")
+        summary = prepare_store(
+            raw,
+            stores[name],
+            preprocess_config=preprocess,
+            store_config=store_config,
+            workers=workers,
+            overwrite=True,
+            progress=progress,
+        )
+        lines.append(
+            f"prepared {name}: {summary.written['train']} train + {summary.written['heldout']} held-out images "
+            f"({summary.layout} layout, {len(summary.skipped)} skipped) into {stores[name]} at "
+            f"{summary.images_per_second:.0f} images/s"
+        )
     fundus = Store(stores["fundus"])
     lines += ["", describe_store(fundus), ""]
     labels = fundus.labels("train")
     for clients in (3, 5, 7, 10):
         parts = partition(labels, clients, "label-split", config.seed)
-        lines += [f"label-split across {clients} hospitals (the paper's non-IID setting):", partition_table(labels, parts), ""]
-    runs = {"pretrain": out / "runs" / "ct-pretrain", "train": out / "runs" / "fundus-conditional",
-            "federated": out / "runs" / f"federated-{config.hospitals}"}
+        lines += [
+            f"label-split across {clients} hospitals (the paper's non-IID setting):",
+            partition_table(labels, parts),
+            "",
+        ]
+    runs = {
+        "pretrain": out / "runs" / "ct-pretrain",
+        "train": out / "runs" / "fundus-conditional",
+        "federated": out / "runs" / f"federated-{config.hospitals}",
+    }
     for run in runs.values():
         shutil.rmtree(run, ignore_errors=True)  # the demo retrains from scratch every time
     train_config = TrainConfig(seed=config.seed, batch_size=config.batch_size, sample_count=config.sample_count)
     model_config = GANConfig(generator_width=config.generator_width, discriminator_width=config.discriminator_width)
-    pretrained = train_centralised(stores["ct"], runs["pretrain"], model_config=model_config, device=device, progress=progress,
-                                   train_config=dataclasses.replace(train_config, epochs=config.pretrain_epochs))
-    lines.append(f"pretrained the GAN on CT for {pretrained.epoch} epochs ({pretrained.step} steps) on {device}: {runs['pretrain']}")
-    lines.append(f"the fixed evaluator is made from {len(fundus.labels('heldout')) // 2} held-out photographs generated for evaluation only "
-                 "(no GAN trains on them); the other half tests the graders")
+    pretrained = train_centralised(
+        stores["ct"],
+        runs["pretrain"],
+        model_config=model_config,
+        device=device,
+        progress=progress,
+        train_config=dataclasses.replace(train_config, epochs=config.pretrain_epochs),
+    )
+    lines.append(
+        f"pretrained the GAN on CT for {pretrained.epoch} epochs ({pretrained.step} steps) on {device}: "
+        f"{runs['pretrain']}"
+    )
+    lines.append(
+        f"the fixed evaluator is made from {len(fundus.labels('heldout')) // 2} held-out photographs generated for "
+        "evaluation only "
+        "(no GAN trains on them); the other half tests the graders"
+    )
     probe = QualityProbe.for_store(stores["fundus"], seed=config.seed)
-    trained = train_centralised(stores["fundus"], runs["train"], model_config=model_config, conditional=True, device=device, progress=progress,
-                                train_config=dataclasses.replace(train_config, epochs=config.train_epochs, eval_every=config.eval_every),
-                                init=runs["pretrain"] / "checkpoints" / "latest", probe=probe)
-    curve = [json.loads(line) for line in (runs["train"] / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
-    lines.append(f"fine-tuned a grade-conditional GAN on fundus with the small-data recipe for {trained.epoch} epochs ({trained.step} steps), "
-                 f"from the CT weights; KID (structure) while training: " + ", ".join(f"step {r['step']}: {r['kid']:.3g}" for r in curve)
-                 + f"; sample grids (one row per grade 0-4) in {runs['train'] / 'samples'}")
-    federate(stores["fundus"], runs["federated"], clients=config.hospitals, partition_kind="label-split", rounds=config.rounds,
-             model_config=model_config, train_config=dataclasses.replace(train_config, epochs=config.local_epochs, eval_every=1), conditional=True,
-             init=runs["pretrain"] / "checkpoints" / "latest", algorithm=AlgorithmConfig(config.algorithm))
-    rounds = [json.loads(line) for line in (runs["federated"] / "metrics.jsonl").read_text().splitlines() if '"aggregate"' in line]
+    trained = train_centralised(
+        stores["fundus"],
+        runs["train"],
+        model_config=model_config,
+        conditional=True,
+        device=device,
+        progress=progress,
+        train_config=dataclasses.replace(train_config, epochs=config.train_epochs, eval_every=config.eval_every),
+        init=runs["pretrain"] / "checkpoints" / "latest",
+        probe=probe,
+    )
+    curve = [
+        json.loads(line) for line in (runs["train"] / "metrics.jsonl").read_text().splitlines() if '"eval"' in line
+    ]
+    lines.append(
+        f"fine-tuned a grade-conditional GAN on fundus with the small-data recipe for {trained.epoch} epochs "
+        f"({trained.step} steps), "
+        f"from the CT weights; KID (structure) while training: "
+        + ", ".join(f"step {r['step']}: {r['kid']:.3g}" for r in curve)
+        + f"; sample grids (one row per grade 0-4) in {runs['train'] / 'samples'}"
+    )
+    federate(
+        stores["fundus"],
+        runs["federated"],
+        clients=config.hospitals,
+        partition_kind="label-split",
+        rounds=config.rounds,
+        model_config=model_config,
+        train_config=dataclasses.replace(train_config, epochs=config.local_epochs, eval_every=1),
+        conditional=True,
+        init=runs["pretrain"] / "checkpoints" / "latest",
+        algorithm=AlgorithmConfig(config.algorithm),
+    )
+    rounds = [
+        json.loads(line)
+        for line in (runs["federated"] / "metrics.jsonl").read_text().splitlines()
+        if '"aggregate"' in line
+    ]
     curve = ", ".join(f"round {r['round']}: KID {r['kid']:.3g}" for r in rounds)
-    lines.append(f"federated the same model across {config.hospitals} simulated hospitals with Flower ({config.algorithm}, label-split, "
-                 f"{config.local_epochs} epochs per round, from the CT weights): {curve}; {runs['federated']}")
-    lines += ["", "evaluation with the fundus store's fixed evaluator: FD, precision and recall in its structure space (layout, "
-              "sharpness, vessels, artefacts; the headline), KID also in its grader space (lesions);",
-              f"realism (paper) uses one reference discriminator for both: the centrally trained one ({runs['train']})"]
+    lines.append(
+        f"federated the same model across {config.hospitals} simulated hospitals with Flower ({config.algorithm}, "
+        "label-split, "
+        f"{config.local_epochs} epochs per round, from the CT weights): {curve}; {runs['federated']}"
+    )
+    lines += [
+        "",
+        "evaluation with the fundus store's fixed evaluator: FD, precision and recall in its structure space (layout, "
+        "sharpness, vessels, artefacts; the headline), KID also in its grader space (lesions);",
+        f"realism (paper) uses one reference discriminator for both: the centrally trained one ({runs['train']})",
+    ]
     for name in ("train", "federated"):
         result = evaluate_run(runs[name], stores["fundus"], reference=runs["train"], seed=config.seed)
         fidelity, utility = result["fidelity"], result["utility"]
-        lines.append(f"  {runs[name].name:<22} FD {fidelity['fd']['value']:.3g} [{fidelity['fd']['low']:.3g}, {fidelity['fd']['high']:.3g}]"
-                     f"  precision {fidelity['precision']['value']:.2f}  recall {fidelity['recall']['value']:.2f}"
-                     f"  KID {fidelity['kid']['value']:.3g} (grader space {result['fidelity_grader']['kid']['value']:.3g})"
-                     f"  realism (paper) {result['paper_realism']['value']:.3f}"
-                     f"  grader kappa: synthetic-trained {utility['synthetic_trained']['kappa']:.2f}, real-trained {utility['real_trained']['kappa']:.2f}")
+        lines.append(
+            f"  {runs[name].name:<22} FD {fidelity['fd']['value']:.3g} [{fidelity['fd']['low']:.3g}, "
+            f"{fidelity['fd']['high']:.3g}]"
+            f"  precision {fidelity['precision']['value']:.2f}  recall {fidelity['recall']['value']:.2f}"
+            f"  KID {fidelity['kid']['value']:.3g} (grader space {result['fidelity_grader']['kid']['value']:.3g})"
+            f"  realism (paper) {result['paper_realism']['value']:.3f}"
+            f"  grader kappa: synthetic-trained {utility['synthetic_trained']['kappa']:.2f}, real-trained "
+            f"{utility['real_trained']['kappa']:.2f}"
+        )
     for run in runs.values():
         lines.append(f"report: {build_report(run)}")
     preview = out / "preview.png"
     cv2.imwrite(str(preview), preview_grid(fundus_raw, fundus))
-    record = write_run_record(out, seed=config.seed, stores=stores, config={
-        "demo": to_dict(config), "preprocess": to_dict(preprocess), "store": to_dict(store_config), "model": to_dict(model_config), "train": to_dict(train_config)})
+    record = write_run_record(
+        out,
+        seed=config.seed,
+        stores=stores,
+        config={
+            "demo": to_dict(config),
+            "preprocess": to_dict(preprocess),
+            "store": to_dict(store_config),
+            "model": to_dict(model_config),
+            "train": to_dict(train_config),
+        },
+    )
     lines += [
         f"preview of photographs and their preprocessed versions: {preview}",
         f"run record (seed, config, versions, data hashes): {record}",
-        "next: `fedgan federate ... --secagg` (secure aggregation), `fedgan sweep` (3/5/7/10 hospitals vs centralised), "
+        "next: `fedgan federate ... --secagg` (secure aggregation), `fedgan sweep` (3/5/7/10 hospitals vs "
+        "centralised), "
         "README 'Deployment' (real SuperLink and SuperNodes)",
     ]
     text = "\n".join(lines)

@@ -43,12 +43,15 @@ def write_run_record(folder: Path, *, seed: int, config: dict[str, Any], stores:
         "run": {
             "command": " ".join(sys.argv),
             "seed": seed,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "platform": platform.platform(),
         },
         "versions": package_versions(),
         "config": config,
-        "data": {name: {"path": str(Path(path).resolve()), "manifest-sha256": store_fingerprint(path)} for name, path in stores.items()},
+        "data": {
+            name: {"path": str(Path(path).resolve()), "manifest-sha256": store_fingerprint(path)}
+            for name, path in stores.items()
+        },
     }
     path = Path(folder) / "config.toml"
     write_text_atomic(path, tomli_w.dumps(record))

@@ -42,8 +42,15 @@ log = logging.getLogger(__name__)
 
 CENTRALISED = "centralised"
 #: columns of the comparison: (key in a member's row, heading, lower is better)
-COLUMNS = (("paper_realism", "realism (paper)", False), ("fd", "FD", True), ("kid", "KID", True), ("precision", "precision", False),
-           ("recall", "recall", False), ("coverage", "coverage", False), ("tstr_kappa", "TSTR kappa", False))
+COLUMNS = (
+    ("paper_realism", "realism (paper)", False),
+    ("fd", "FD", True),
+    ("kid", "KID", True),
+    ("precision", "precision", False),
+    ("recall", "recall", False),
+    ("coverage", "coverage", False),
+    ("tstr_kappa", "TSTR kappa", False),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,23 +91,43 @@ def train_member(settings: SweepSettings, name: str, clients: int, algorithm: Al
         if (run / "checkpoints" / "latest").exists():
             resume_centralised(run, epochs=total, progress=False)
         else:
-            train_centralised(settings.store, run, model_config=settings.model_config, conditional=settings.conditional, init=settings.init,
-                              train_config=dataclasses.replace(settings.train_config, epochs=total), progress=False)
+            train_centralised(
+                settings.store,
+                run,
+                model_config=settings.model_config,
+                conditional=settings.conditional,
+                init=settings.init,
+                train_config=dataclasses.replace(settings.train_config, epochs=total),
+                progress=False,
+            )
         return run
     if finished(run, settings.rounds, "round"):
         return run
     if (run / "checkpoints" / "latest").exists():
         resume_federation(run, rounds=settings.rounds)
     else:
-        federate(settings.store, run, clients=clients, partition_kind=settings.partition, rounds=settings.rounds,
-                 model_config=settings.model_config, train_config=settings.train_config, conditional=settings.conditional,
-                 init=settings.init, algorithm=algorithm)
+        federate(
+            settings.store,
+            run,
+            clients=clients,
+            partition_kind=settings.partition,
+            rounds=settings.rounds,
+            model_config=settings.model_config,
+            train_config=settings.train_config,
+            conditional=settings.conditional,
+            init=settings.init,
+            algorithm=algorithm,
+        )
     return run
 
 
 def evaluate_member(settings: SweepSettings, run: Path, reference: Path, evaluator_sha256: str) -> dict[str, Any]:
     path = run / "eval" / "metrics.json"
-    if path.exists() and (saved := json.loads(path.read_text())).get("evaluator_sha256") == evaluator_sha256 and "paper_realism" in saved:
+    if (
+        path.exists()
+        and (saved := json.loads(path.read_text())).get("evaluator_sha256") == evaluator_sha256
+        and "paper_realism" in saved
+    ):
         return saved
     return evaluate_run(run, settings.store, count=settings.count, reference=reference, seed=settings.train_config.seed)
 
@@ -108,10 +135,16 @@ def evaluate_member(settings: SweepSettings, run: Path, reference: Path, evaluat
 def row(name: str, clients: int, algorithm: str, result: dict[str, Any]) -> dict[str, Any]:
     fidelity = result["fidelity"]
     synthetic = result["utility"]["synthetic_trained"]
-    return {"member": name, "clients": clients, "algorithm": algorithm, "paper_realism": result["paper_realism"]["value"],
-            **{key: fidelity[key]["value"] for key in ("fd", "kid", "precision", "recall", "coverage")},
-            "fd_interval": [fidelity["fd"]["low"], fidelity["fd"]["high"]],
-            "tstr_kappa": synthetic.get("kappa"), "real_kappa": result["utility"]["real_trained"]["kappa"]}
+    return {
+        "member": name,
+        "clients": clients,
+        "algorithm": algorithm,
+        "paper_realism": result["paper_realism"]["value"],
+        **{key: fidelity[key]["value"] for key in ("fd", "kid", "precision", "recall", "coverage")},
+        "fd_interval": [fidelity["fd"]["low"], fidelity["fd"]["high"]],
+        "tstr_kappa": synthetic.get("kappa"),
+        "real_kappa": result["utility"]["real_trained"]["kappa"],
+    }
 
 
 def relative(rows: list[dict[str, Any]]) -> None:
@@ -125,8 +158,10 @@ def relative(rows: list[dict[str, Any]]) -> None:
 def run_sweep(settings: SweepSettings) -> list[dict[str, Any]]:
     settings.out.mkdir(parents=True, exist_ok=True)
     evaluator = load_evaluator(settings.store)
-    members = [(CENTRALISED, 1, AlgorithmConfig()),
-               *((member_name(a.name, n), n, a) for n in settings.clients for a in settings.algorithms)]
+    members = [
+        (CENTRALISED, 1, AlgorithmConfig()),
+        *((member_name(a.name, n), n, a) for n in settings.clients for a in settings.algorithms),
+    ]
     rows = []
     reference = settings.out / CENTRALISED
     for name, clients, algorithm in members:
@@ -136,8 +171,18 @@ def run_sweep(settings: SweepSettings) -> list[dict[str, Any]]:
         build_report(run)
         rows.append(row(name, clients, "" if name == CENTRALISED else algorithm.name, result))
     relative(rows)
-    write_text_atomic(settings.out / "sweep.json", json.dumps({"evaluator_sha256": evaluator.sha256, "rounds": settings.rounds,
-                                                               "local_epochs": settings.train_config.epochs, "rows": rows}, indent=2))
+    write_text_atomic(
+        settings.out / "sweep.json",
+        json.dumps(
+            {
+                "evaluator_sha256": evaluator.sha256,
+                "rounds": settings.rounds,
+                "local_epochs": settings.train_config.epochs,
+                "rows": rows,
+            },
+            indent=2,
+        ),
+    )
     write_text_atomic(settings.out / "report.html", comparison_page(settings, rows))
     return rows
 
@@ -150,7 +195,10 @@ def fmt_cell(value: float | None, ratio: float | None) -> str:
 
 def comparison_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     header = ["member", "hospitals", *(heading + (" ↓" if lower else " ↑") for _, heading, lower in COLUMNS)]
-    body = [[r["member"], r["clients"], *(fmt_cell(r[key], r[f"{key}_vs_centralised"]) for key, _, _ in COLUMNS)] for r in rows]
+    body = [
+        [r["member"], r["clients"], *(fmt_cell(r[key], r[f"{key}_vs_centralised"]) for key, _, _ in COLUMNS)]
+        for r in rows
+    ]
     return header, body
 
 
@@ -160,21 +208,33 @@ def comparison_page(settings: SweepSettings, rows: list[dict[str, Any]]) -> str:
     for r in rows:
         grids = sorted((settings.out / r["member"] / "samples").glob("*.png"))
         if grids:
-            finals += (f"<figure>{img(base64.b64encode(grids[-1].read_bytes()).decode(), r['member'], 250)}"
-                       f"<figcaption>{html.escape(r['member'])}</figcaption></figure>")
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN sweep</title><style>{STYLE}</style></head><body>'
-            f"<h1>FedGAN sweep: centralised vs {', '.join(str(n) for n in settings.clients)} hospitals</h1>"
-            f"<p>{settings.rounds} rounds × {settings.train_config.epochs} local epochs ({settings.partition} partition) against "
-            f"{settings.rounds * settings.train_config.epochs} centralised epochs, same seed and model. Every member is measured with the "
-            "same fixed evaluator; the realism score is the paper's (mean sigmoid of one reference discriminator: the centralised "
-            "baseline's), so its numbers sit beside the paper's 0.43 / 0.37 / 0.36 / 0.35 for 3 / 5 / 7 / 10 clients. In brackets: "
-            "the value as a fraction of the centralised baseline's. ↓ lower is better, ↑ higher is better.</p>"
-            f"{table(header, body)}<h2>Final samples</h2><div class=\"grids\">{finals}</div>"
-            "<p class=\"muted\">Each member's own report.html has its loss curves, grids over rounds and intervals.</p></body></html>")
+            finals += (
+                f"<figure>{img(base64.b64encode(grids[-1].read_bytes()).decode(), r['member'], 250)}"
+                f"<figcaption>{html.escape(r['member'])}</figcaption></figure>"
+            )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN '
+        f"sweep</title><style>{STYLE}</style></head><body>"
+        f"<h1>FedGAN sweep: centralised vs {', '.join(str(n) for n in settings.clients)} hospitals</h1>"
+        f"<p>{settings.rounds} rounds × {settings.train_config.epochs} local epochs ({settings.partition} partition) "
+        "against "
+        f"{settings.rounds * settings.train_config.epochs} centralised epochs, same seed and model. Every member is "
+        "measured with the "
+        "same fixed evaluator; the realism score is the paper's (mean sigmoid of one reference discriminator: the "
+        "centralised "
+        "baseline's), so its numbers sit beside the paper's 0.43 / 0.37 / 0.36 / 0.35 for 3 / 5 / 7 / 10 clients. In "
+        "brackets: "
+        "the value as a fraction of the centralised baseline's. ↓ lower is better, ↑ higher is better.</p>"
+        f'{table(header, body)}<h2>Final samples</h2><div class="grids">{finals}</div>'
+        '<p class="muted">Each member\'s own report.html has its loss curves, grids over rounds and intervals.</p>'
+        "</body></html>"
+    )
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The comparison as plain text for the terminal."""
     header, body = comparison_table(rows)
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body, strict=True)]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *body])
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *body]
+    )

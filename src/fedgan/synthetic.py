@@ -36,8 +36,17 @@ class SampleSummary:
     per_grade: dict[int, int]  # empty for an unconditional generator
 
 
-def write_synthetic_set(run: Path, out: Path, *, count: int, grade_mix: tuple[float, ...] | None = None, seed: int = 0,
-                        batch: int = 256, overwrite: bool = False, progress: bool = True) -> SampleSummary:
+def write_synthetic_set(
+    run: Path,
+    out: Path,
+    *,
+    count: int,
+    grade_mix: tuple[float, ...] | None = None,
+    seed: int = 0,
+    batch: int = 256,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SampleSummary:
     """`count` generated images from RUN's latest checkpoint into `out`; grades by `grade_mix` (default: balanced)."""
     if count < 1:
         raise FedGANError(f"--count must be at least 1, got {count}")
@@ -62,8 +71,18 @@ def write_synthetic_set(run: Path, out: Path, *, count: int, grade_mix: tuple[fl
                     rows.append((name, int(grades[offset])))
         if conditional:
             write_label_csv(staging, EYEPACS, rows)
-        (staging / "provenance.toml").write_text(tomli_w.dumps({
-            "source": {"run": str(Path(run).resolve()), "round": data.get("extra", {}).get("round", data["epoch"]), "seed": seed,
-                       "count": count, "conditional": conditional},
-            "versions": package_versions()}))
+        (staging / "provenance.toml").write_text(
+            tomli_w.dumps(
+                {
+                    "source": {
+                        "run": str(Path(run).resolve()),
+                        "round": data.get("extra", {}).get("round", data["epoch"]),
+                        "seed": seed,
+                        "count": count,
+                        "conditional": conditional,
+                    },
+                    "versions": package_versions(),
+                }
+            )
+        )
     return SampleSummary(Path(out), count, dict(sorted(Counter(g for _, g in rows).items())))

@@ -51,7 +51,9 @@ def read_header(data: bytes, path: Path) -> tuple[str, int, int]:
         raise DataError(path, "empty file (0 bytes)", "empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns on odd headers and large images; `check_pixels` applies our own cap
+            warnings.simplefilter(
+                "ignore"
+            )  # PIL warns on odd headers and large images; `check_pixels` applies our own cap
             with Image.open(io.BytesIO(data)) as image:
                 fmt, (width, height) = image.format or "?", image.size
     except UnidentifiedImageError:
@@ -85,14 +87,21 @@ def check_file_size(path: Path, config: PreprocessConfig) -> None:
     except OSError as exc:
         raise DataError(path, f"cannot read ({exc.strerror})", "cannot read") from None
     if size > config.max_file_mb * 1e6:
-        raise DataError(path, f"file of {size / 1e6:.0f} MB is over the {config.max_file_mb:g} MB limit (--max-file-mb)", "too large")
+        raise DataError(
+            path,
+            f"file of {size / 1e6:.0f} MB is over the {config.max_file_mb:g} MB limit (--max-file-mb)",
+            "too large",
+        )
 
 
 def check_pixels(path: Path, width: int, height: int, config: PreprocessConfig) -> None:
     """Refuse an image over the pixel cap from its header, before decoding: memory per worker stays bounded."""
     if width * height > config.max_megapixels * 1e6:
-        raise DataError(path, f"{width}x{height} pixels is over the {config.max_megapixels:g}-megapixel limit (--max-megapixels)",
-                        "too large")
+        raise DataError(
+            path,
+            f"{width}x{height} pixels is over the {config.max_megapixels:g}-megapixel limit (--max-megapixels)",
+            "too large",
+        )
 
 
 def decode_image(path: Path, config: PreprocessConfig) -> np.ndarray:

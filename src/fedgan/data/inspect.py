@@ -6,12 +6,17 @@ from fedgan.data.store import SPLITS, Store
 
 
 def _grade_table(store: Store) -> list[str]:
-    keys = sorted({k for split in SPLITS for k in store.manifest["splits"][split]["per_grade"]}, key=lambda k: (not k.isdigit(), k))
+    keys = sorted(
+        {k for split in SPLITS for k in store.manifest["splits"][split]["per_grade"]},
+        key=lambda k: (not k.isdigit(), k),
+    )
     header = f"  {'split':<8}" + "".join(f"{('grade ' + k) if k.isdigit() else k:>11}" for k in keys) + f"{'total':>8}"
     lines = [header]
     for split in SPLITS:
         info = store.manifest["splits"][split]
-        lines.append(f"  {split:<8}" + "".join(f"{info['per_grade'].get(k, 0):>11}" for k in keys) + f"{info['count']:>8}")
+        lines.append(
+            f"  {split:<8}" + "".join(f"{info['per_grade'].get(k, 0):>11}" for k in keys) + f"{info['count']:>8}"
+        )
     return lines
 
 
@@ -24,7 +29,8 @@ def describe_store(store: Store, *, records: int = 0) -> str:
         f"format      {m['format']} v{m['format_version']}, written by {m['created_by']}",
         f"source      {m['source']['input']}  (layout: {m['source']['layout']})",
         f"images      {m['count']}  ({splits})",
-        f"image       {c} x {h} x {w} float32 in [{m['value_range'][0]:g}, {m['value_range'][1]:g}], {m['compression']} TFRecord",
+        f"image       {c} x {h} x {w} float32 in [{m['value_range'][0]:g}, {m['value_range'][1]:g}], "
+        f"{m['compression']} TFRecord",
         "grades",
         *_grade_table(store),
         "preprocess  " + "  ".join(f"{k}={v}" for k, v in m["preprocess"].items()),

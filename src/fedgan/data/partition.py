@@ -51,7 +51,9 @@ def label_split(labels: Sequence[int] | np.ndarray, clients: int, seed: int) -> 
     labels = np.asarray(labels)
     _check(labels, clients)
     if (labels < 0).any():
-        raise FedGANError("label-split needs graded images; this store is unlabelled (use --partition iid or dirichlet)")
+        raise FedGANError(
+            "label-split needs graded images; this store is unlabelled (use --partition iid or dirichlet)"
+        )
     grades = np.unique(labels)
     rng = np.random.default_rng([seed, 2])
     parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
@@ -62,7 +64,7 @@ def label_split(labels: Sequence[int] | np.ndarray, clients: int, seed: int) -> 
         overlap = np.array([min(hi, (c + 1) / clients) - max(lo, c / clients) for c in holders])
         members = rng.permutation(np.flatnonzero(labels == grade))
         cuts = np.round(np.cumsum(overlap / overlap.sum())[:-1] * len(members)).astype(int)
-        for client, share in zip(holders, np.split(members, cuts)):
+        for client, share in zip(holders, np.split(members, cuts), strict=True):
             parts[client].append(share)
             held[client].append(int(grade))
     result = [np.sort(np.concatenate(p)) for p in parts]
@@ -75,7 +77,9 @@ def label_split(labels: Sequence[int] | np.ndarray, clients: int, seed: int) -> 
     return result
 
 
-def dirichlet_split(labels: Sequence[int] | np.ndarray, clients: int, seed: int, alpha: float = 0.5, max_tries: int = 100) -> list[np.ndarray]:
+def dirichlet_split(
+    labels: Sequence[int] | np.ndarray, clients: int, seed: int, alpha: float = 0.5, max_tries: int = 100
+) -> list[np.ndarray]:
     """Per grade, hospital shares ~ Dirichlet(alpha); redrawn (bounded) until no hospital is empty."""
     labels = np.asarray(labels)
     _check(labels, clients)
@@ -106,7 +110,9 @@ def iid_split(labels: Sequence[int] | np.ndarray, clients: int, seed: int) -> li
     return [np.sort(part) for part in np.array_split(order, clients)]
 
 
-def partition(labels: Sequence[int] | np.ndarray, clients: int, kind: str, seed: int, alpha: float = 0.5) -> list[np.ndarray]:
+def partition(
+    labels: Sequence[int] | np.ndarray, clients: int, kind: str, seed: int, alpha: float = 0.5
+) -> list[np.ndarray]:
     """Dispatch by name (the `--partition` choices)."""
     if kind == "label-split":
         return label_split(labels, clients, seed)

@@ -27,7 +27,16 @@ from fedgan.data.sources.base import Discovery, Skip, SourceItem
 from fedgan.data.sources.dicom import read_dicom_tree
 from fedgan.data.sources.folder import read_image_folder
 from fedgan.data.sources.tabular import APTOS, EYEPACS, read_csv_layout
-from fedgan.data.store import FORMAT, FORMAT_VERSION, MANIFEST, SPLITS, grade_counts, image_record, shard_info, tf_data_snippet
+from fedgan.data.store import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    grade_counts,
+    image_record,
+    shard_info,
+    tf_data_snippet,
+)
 from fedgan.data.tfrecord import TFRecordWriter
 from fedgan.errors import DataError, FedGANError
 from fedgan.parallel import default_workers, ordered_map
@@ -121,20 +130,28 @@ def write_shard(job: ShardJob) -> ShardResult:
                 continue
             source = relative_source(item.path, job.root)
             writer.write(image_record(image, label=item.label, item_id=item.item_id, source=source))
-            entries.append({"id": item.item_id, "source": source, "label": item.label, "split": job.split, "shard": job.path.name})
+            entries.append(
+                {"id": item.item_id, "source": source, "label": item.label, "split": job.split, "shard": job.path.name}
+            )
     if not entries:
         job.path.unlink()
         return ShardResult(None, [], skipped, len(job.items))
     return ShardResult(shard_info(job.path, len(entries)), entries, skipped, len(job.items))
 
 
-def shard_jobs(items: list[SourceItem], heldout: np.ndarray, staging: Path, root: Path,
-               preprocess_config: PreprocessConfig, store_config: StoreConfig) -> list[ShardJob]:
+def shard_jobs(
+    items: list[SourceItem],
+    heldout: np.ndarray,
+    staging: Path,
+    root: Path,
+    preprocess_config: PreprocessConfig,
+    store_config: StoreConfig,
+) -> list[ShardJob]:
     """Split items into train/held-out and each split into shards named like TensorFlow's."""
     jobs = []
     suffix = ".tfrecord.gz" if store_config.compression == "gzip" else ".tfrecord"
     for split in SPLITS:
-        members = [item for item, is_heldout in zip(items, heldout) if is_heldout == (split == "heldout")]
+        members = [item for item, is_heldout in zip(items, heldout, strict=True) if is_heldout == (split == "heldout")]
         size = store_config.shard_size
         chunks = [tuple(members[i : i + size]) for i in range(0, len(members), size)]
         for index, chunk in enumerate(chunks):
@@ -174,9 +191,17 @@ def prepare_store(
     channels = 1 if preprocess_config.grayscale else 3
     with staged_directory(out, overwrite=overwrite, inputs=[root]) as staging:
         jobs = shard_jobs(items, heldout, staging, root, preprocess_config, store_config)
-        results = ordered_map(write_shard, jobs, total=len(items), workers=workers or default_workers(), description="prepare",
-                              progress=progress, chunksize=1, advance=lambda result: result.attempted)
-        for job, result in zip(jobs, results):
+        results = ordered_map(
+            write_shard,
+            jobs,
+            total=len(items),
+            workers=workers or default_workers(),
+            description="prepare",
+            progress=progress,
+            chunksize=1,
+            advance=lambda result: result.attempted,
+        )
+        for job, result in zip(jobs, results, strict=True):
             for skip in result.skipped:
                 if strict:
                     raise FedGANError(f"{skip} (--strict)")
@@ -195,7 +220,11 @@ def prepare_store(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created_by": f"fedgan {__version__}",
-            "source": {"input": str(root.resolve()), "layout": discovery.layout, "labels_csv": str(labels_csv) if labels_csv else None},
+            "source": {
+                "input": str(root.resolve()),
+                "layout": discovery.layout,
+                "labels_csv": str(labels_csv) if labels_csv else None,
+            },
             "count": len(entries),
             "per_grade": grade_counts([e["label"] for e in entries]),
             "image_shape": [channels, preprocess_config.size, preprocess_config.size],

@@ -37,7 +37,9 @@ def crop_field_of_view(pixels: np.ndarray) -> np.ndarray:
     height, width = cropped.shape[:2]
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
-    return cv2.copyMakeBorder(cropped, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=0)
+    return cv2.copyMakeBorder(
+        cropped, top, side - height - top, left, side - width - left, cv2.BORDER_CONSTANT, value=0
+    )
 
 
 def resize(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:

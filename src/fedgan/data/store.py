@@ -36,7 +36,7 @@ def tf_data_snippet(compression: str) -> str:
     """How a TensorFlow user reads a store (shown by `fedgan inspect` and in the manifest)."""
     kind = '"GZIP"' if compression == "gzip" else '""'
     return (
-        f'tf.data.TFRecordDataset(files, compression_type={kind}).map(lambda r: tf.io.parse_single_example(r, '
+        f"tf.data.TFRecordDataset(files, compression_type={kind}).map(lambda r: tf.io.parse_single_example(r, "
         '{"image": tf.io.FixedLenFeature([C*H*W], tf.float32), "label": tf.io.FixedLenFeature([], tf.int64)}))'
     )
 
@@ -89,8 +89,11 @@ class Store:
         except json.JSONDecodeError as exc:
             raise DataError(manifest_path, f"corrupt manifest ({exc})") from None
         if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") != FORMAT_VERSION:
-            raise DataError(manifest_path, f"unsupported store format {self.manifest.get('format')!r} "
-                            f"version {self.manifest.get('format_version')!r} (this FedGAN reads {FORMAT} v{FORMAT_VERSION})")
+            raise DataError(
+                manifest_path,
+                f"unsupported store format {self.manifest.get('format')!r} "
+                f"version {self.manifest.get('format_version')!r} (this FedGAN reads {FORMAT} v{FORMAT_VERSION})",
+            )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

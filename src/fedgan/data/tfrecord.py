@@ -18,14 +18,14 @@ import gzip
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import crc32c
 import numpy as np
 
 from fedgan.errors import DataError
 
-FeatureValue = Union[np.ndarray, list[bytes]]
+FeatureValue = np.ndarray | list[bytes]
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -40,6 +40,7 @@ def masked_crc(data: bytes | memoryview) -> int:
 
 
 # --- protobuf wire format -------------------------------------------------------------------
+
 
 def _varint(value: int) -> bytes:
     value &= 0xFFFFFFFFFFFFFFFF  # negative int64 is ten bytes of two's complement
@@ -152,6 +153,7 @@ def decode_example(payload: bytes | memoryview) -> dict[str, FeatureValue]:
 
 # --- framing ---------------------------------------------------------------------------------
 
+
 class TFRecordWriter:
     """Append Example records to one file; gzip streams use mtime 0 so equal content hashes equal."""
 
@@ -167,7 +169,9 @@ class TFRecordWriter:
 
     def write(self, payload: bytes) -> None:
         header = struct.pack("<Q", len(payload))
-        self._out.write(header + struct.pack("<I", masked_crc(header)) + payload + struct.pack("<I", masked_crc(payload)))
+        self._out.write(
+            header + struct.pack("<I", masked_crc(header)) + payload + struct.pack("<I", masked_crc(payload))
+        )
         self.count += 1
 
     def close(self) -> None:

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 MIN_PER_GRADE = 10  # fewer samples of a grade give no meaningful per-grade distance
 
 
-def sample(state: GANState, count: int, grade_frequencies: np.ndarray | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+def sample(
+    state: GANState, count: int, grade_frequencies: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """`count` generated images (and grades when conditional), reproducible from `seed`."""
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(count, state.model_config.latent_dim, generator=rng)
@@ -58,35 +60,60 @@ def paper_realism(reference: Path, images: np.ndarray, labels: np.ndarray | None
     """Mean sigmoid of the reference discriminator on generated images (the paper's score)."""
     state, _ = restore_state(read_checkpoint(reference), torch.device("cpu"))
     if state.model_config.conditional and labels is None:
-        raise FedGANError(f"{reference}: a conditional reference discriminator cannot score an unconditional generator's images")
+        raise FedGANError(
+            f"{reference}: a conditional reference discriminator cannot score an unconditional generator's images"
+        )
     state.discriminator.eval()
     with torch.no_grad():
-        scores = [torch.sigmoid(state.discriminator(torch.from_numpy(images[i : i + 256]),
-                                                    None if labels is None or not state.model_config.conditional
-                                                    else torch.from_numpy(labels[i : i + 256])))
-                  for i in range(0, len(images), 256)]
+        scores = [
+            torch.sigmoid(
+                state.discriminator(
+                    torch.from_numpy(images[i : i + 256]),
+                    None
+                    if labels is None or not state.model_config.conditional
+                    else torch.from_numpy(labels[i : i + 256]),
+                )
+            )
+            for i in range(0, len(images), 256)
+        ]
     return float(torch.cat(scores).mean())
 
 
-def per_grade(real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray) -> dict[str, dict[str, float]]:
+def per_grade(
+    real: np.ndarray, real_labels: np.ndarray, fake: np.ndarray, fake_labels: np.ndarray
+) -> dict[str, dict[str, float]]:
     out = {}
     for grade in range(NUM_GRADES):
         r, f = real[real_labels == grade], fake[fake_labels == grade]
         if min(len(r), len(f)) >= MIN_PER_GRADE:
-            out[str(grade)] = {"fd": fd(r, f), **prdc(r, f, k=min(5, len(r) - 1, len(f) - 1)), "real": len(r), "generated": len(f)}
+            out[str(grade)] = {
+                "fd": fd(r, f),
+                **prdc(r, f, k=min(5, len(r) - 1, len(f) - 1)),
+                "real": len(r),
+                "generated": len(f),
+            }
     return out
 
 
-def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, reference: Path | None = None, seed: int = 0,
-                 inception_weights: Path | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run: Path,
+    real_store: Path,
+    *,
+    count: int | None = None,
+    reference: Path | None = None,
+    seed: int = 0,
+    inception_weights: Path | None = None,
+) -> dict[str, Any]:
     data = read_checkpoint(run)
     state, _ = restore_state(data, torch.device("cpu"))
     store = Store(real_store)
     inception = load_inception(inception_weights) if inception_weights else None  # fail before any work
     config = state.model_config
     if tuple(store.image_shape) != (config.channels, config.resolution, config.resolution):
-        raise FedGANError(f"{real_store}: images are {store.image_shape}, the run's generator makes "
-                          f"{(config.channels, config.resolution, config.resolution)}")
+        raise FedGANError(
+            f"{real_store}: images are {store.image_shape}, the run's generator makes "
+            f"{(config.channels, config.resolution, config.resolution)}"
+        )
     evaluator = load_evaluator(real_store)
     real_images, real_labels = store.load("train")
     frequencies = np.bincount(real_labels[real_labels >= 0], minlength=NUM_GRADES) if config.conditional else None
@@ -97,14 +124,23 @@ def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, refer
     fake_features = [evaluator.embed(draw) for draw in generated]
     baseline = real_baseline(real_store, evaluator)
     result: dict[str, Any] = {
-        "run": str(Path(run).resolve()), "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
-        "real_store": str(store.path.resolve()), "evaluator_sha256": evaluator.sha256, "seed": seed,
+        "run": str(Path(run).resolve()),
+        "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
+        "real_store": str(store.path.resolve()),
+        "evaluator_sha256": evaluator.sha256,
+        "seed": seed,
         "counts": {"real": len(real_images), "generated": len(images), "evaluator": len(heldout_halves(store)[0])},
         "headline_space": HEADLINE,
         "fidelity": over_draws(fidelity, real_features, fake_features),
-        "fidelity_grader": over_draws(fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]),
+        "fidelity_grader": over_draws(
+            fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]
+        ),
         "intervals": {"draws": DRAWS},
-        "utility": {"real_trained": baseline["real_trained"], "evaluator": baseline["evaluator"], "test_images": baseline["test_images"]},
+        "utility": {
+            "real_trained": baseline["real_trained"],
+            "evaluator": baseline["evaluator"],
+            "test_images": baseline["test_images"],
+        },
     }
     if labels is not None:
         result["fidelity_per_grade"] = per_grade(real_features, real_labels, fake_features[0], labels)
@@ -112,13 +148,22 @@ def evaluate_run(run: Path, real_store: Path, *, count: int | None = None, refer
         test_images, test_labels = store.load("heldout", test)
         result["utility"]["synthetic_trained"] = score(train_grader(images, labels), test_images, test_labels)
     else:
-        result["utility"]["synthetic_trained"] = {"applicable": False, "reason": "an unconditional generator's images carry no grade"}
+        result["utility"]["synthetic_trained"] = {
+            "applicable": False,
+            "reason": "an unconditional generator's images carry no grade",
+        }
     if inception is not None:
         model, sha256 = inception
-        result["fid"] = {"value": fd(inception_features(model, real_images), inception_features(model, images)),
-                         "weights": str(Path(inception_weights).resolve()), "weights_sha256": sha256}
+        result["fid"] = {
+            "value": fd(inception_features(model, real_images), inception_features(model, images)),
+            "weights": str(Path(inception_weights).resolve()),
+            "weights_sha256": sha256,
+        }
     if reference is not None:
-        result["paper_realism"] = {"value": paper_realism(reference, images, labels), "reference": str(Path(reference).resolve())}
+        result["paper_realism"] = {
+            "value": paper_realism(reference, images, labels),
+            "reference": str(Path(reference).resolve()),
+        }
     out = Path(run) / "eval" / "metrics.json"
     out.parent.mkdir(exist_ok=True)
     write_text_atomic(out, json.dumps(result, indent=2))

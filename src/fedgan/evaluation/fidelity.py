@@ -30,7 +30,9 @@ Metric = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||² + Tr(S1 + S2 - 2 (S1 S2)^½) for two Gaussians."""
-    with warnings.catch_warnings():  # covariances of fewer samples than dimensions are singular: expected, handled below
+    with (
+        warnings.catch_warnings()
+    ):  # covariances of fewer samples than dimensions are singular: expected, handled below
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         covmean = linalg.sqrtm(sigma1 @ sigma2)
         if not np.isfinite(covmean).all():  # regularise, as the reference implementation does
@@ -94,8 +96,12 @@ def realism_scores(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray
 
 def fidelity(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     """Every fidelity metric for one pair of feature sets."""
-    return {"fd": fd(real, fake), "kid": kid(real, fake), **prdc(real, fake),
-            "realism_score": float(realism_scores(real, fake).mean())}
+    return {
+        "fd": fd(real, fake),
+        "kid": kid(real, fake),
+        **prdc(real, fake),
+        "realism_score": float(realism_scores(real, fake).mean()),
+    }
 
 
 DRAWS = 10
@@ -110,5 +116,11 @@ def over_draws(metric: Metric, real: np.ndarray, fakes: list[np.ndarray]) -> dic
     interval is the spread due to the generator's sampling, the part that differs between models.
     """
     values = [metric(real, fake) for fake in fakes]
-    return {name: {"value": float(np.mean([v[name] for v in values])), "low": float(np.percentile([v[name] for v in values], 2.5)),
-                   "high": float(np.percentile([v[name] for v in values], 97.5))} for name in values[0]}
+    return {
+        name: {
+            "value": float(np.mean([v[name] for v in values])),
+            "low": float(np.percentile([v[name] for v in values], 2.5)),
+            "high": float(np.percentile([v[name] for v in values], 97.5)),
+        }
+        for name in values[0]
+    }

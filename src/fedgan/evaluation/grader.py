@@ -48,13 +48,17 @@ class GraderTraining:
     seed: int = 0
 
 
-def train_grader(images: np.ndarray, labels: np.ndarray, config: GraderTraining = GraderTraining(), device: str = "cpu") -> GradeNet:
+def train_grader(
+    images: np.ndarray, labels: np.ndarray, config: GraderTraining = GraderTraining(), device: str = "cpu"
+) -> GradeNet:
     """Train with class-balanced cross-entropy (screening data is mostly grade 0) and random flips."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = GradeNet(in_channels=images.shape[1]).to(device)
     counts = np.bincount(labels, minlength=NUM_GRADES).astype(np.float32)
-    weights = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / NUM_GRADES, 0.0), dtype=torch.float32)
+    weights = torch.tensor(
+        np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / NUM_GRADES, 0.0), dtype=torch.float32
+    )
     loss_fn = nn.CrossEntropyLoss(weight=weights.sqrt().to(device))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     batch_size = min(config.batch_size, len(images))  # a set smaller than one batch still trains
@@ -83,5 +87,8 @@ def train_grader(images: np.ndarray, labels: np.ndarray, config: GraderTraining 
 @torch.no_grad()
 def predict_grades(model: GradeNet, images: np.ndarray, batch_size: int = 128, device: str = "cpu") -> np.ndarray:
     model.eval()
-    outputs = [model(torch.from_numpy(images[i : i + batch_size]).to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    outputs = [
+        model(torch.from_numpy(images[i : i + batch_size]).to(device)).argmax(1).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(outputs).numpy()

@@ -62,10 +62,20 @@ def attack_result(members: np.ndarray, non_members: np.ndarray, draws: int = 200
         n = non_members[rng.integers(0, len(non_members), len(non_members))]
         aucs.append(roc_auc(m, n))
         tprs.append(tpr_at_fpr(m, n))
-    return {"auc": {"value": roc_auc(members, non_members), "low": float(np.percentile(aucs, 2.5)), "high": float(np.percentile(aucs, 97.5))},
-            "tpr_at_1pct_fpr": {"value": tpr_at_fpr(members, non_members), "low": float(np.percentile(tprs, 2.5)),
-                                "high": float(np.percentile(tprs, 97.5))},
-            "members": len(members), "non_members": len(non_members)}
+    return {
+        "auc": {
+            "value": roc_auc(members, non_members),
+            "low": float(np.percentile(aucs, 2.5)),
+            "high": float(np.percentile(aucs, 97.5)),
+        },
+        "tpr_at_1pct_fpr": {
+            "value": tpr_at_fpr(members, non_members),
+            "low": float(np.percentile(tprs, 2.5)),
+            "high": float(np.percentile(tprs, 97.5)),
+        },
+        "members": len(members),
+        "non_members": len(non_members),
+    }
 
 
 def nearest(queries: np.ndarray, pool: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +96,15 @@ def discriminator_scores(state: GANState, images: np.ndarray, labels: np.ndarray
     state.discriminator.eval()
     conditional = state.model_config.conditional
     with torch.no_grad():
-        return torch.cat([state.discriminator(torch.from_numpy(images[i : i + 256]), torch.from_numpy(labels[i : i + 256]) if conditional else None)
-                          for i in range(0, len(images), 256)]).numpy()
+        return torch.cat(
+            [
+                state.discriminator(
+                    torch.from_numpy(images[i : i + 256]),
+                    torch.from_numpy(labels[i : i + 256]) if conditional else None,
+                )
+                for i in range(0, len(images), 256)
+            ]
+        ).numpy()
 
 
 def load_split(spec: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +114,16 @@ def load_split(spec: Path) -> tuple[np.ndarray, np.ndarray]:
     return Store(Path(path)).load(split)
 
 
-def audit(run: Path, members: Path, non_members: Path, *, samples: int = 1000, reference: Path | None = None, seed: int = 0,
-          pairs: int = 8) -> dict[str, Any]:
+def audit(
+    run: Path,
+    members: Path,
+    non_members: Path,
+    *,
+    samples: int = 1000,
+    reference: Path | None = None,
+    seed: int = 0,
+    pairs: int = 8,
+) -> dict[str, Any]:
     """Run every attack on RUN's latest checkpoint; write RUN/eval/privacy.json (and the closest pairs)."""
     state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
     member_images, member_labels = load_split(members)
@@ -111,34 +136,53 @@ def audit(run: Path, members: Path, non_members: Path, *, samples: int = 1000, r
     member_images, member_labels = member_images[member_pick], member_labels[member_pick]
     other_images, other_labels = other_images[other_pick], other_labels[other_pick]
     frequencies = np.bincount(np.clip(member_labels, 0, None), minlength=5).astype(np.float64)
-    generated, _ = sample(state, samples, frequencies / frequencies.sum() if state.model_config.conditional else None, seed)
+    generated, _ = sample(
+        state, samples, frequencies / frequencies.sum() if state.model_config.conditional else None, seed
+    )
     member_distance, _ = nearest(member_images, generated)
     other_distance, _ = nearest(other_images, generated)
     calibration = "none"
     if reference is not None:
         reference_state, _ = restore_state(read_checkpoint(reference), torch.device("cpu"))
-        reference_images, _ = sample(reference_state, samples, frequencies / frequencies.sum() if reference_state.model_config.conditional else None, seed)
+        reference_images, _ = sample(
+            reference_state,
+            samples,
+            frequencies / frequencies.sum() if reference_state.model_config.conditional else None,
+            seed,
+        )
         member_distance = member_distance - nearest(member_images, reference_images)[0]
         other_distance = other_distance - nearest(other_images, reference_images)[0]
         calibration = str(Path(reference).resolve())
     result: dict[str, Any] = {
-        "run": str(Path(run).resolve()), "members": str(members), "non_members": str(non_members), "generated": samples, "seed": seed,
+        "run": str(Path(run).resolve()),
+        "members": str(members),
+        "non_members": str(non_members),
+        "generated": samples,
+        "seed": seed,
         "gan_leaks": {**attack_result(-member_distance, -other_distance, seed=seed), "calibration": calibration},
-        "logan": attack_result(discriminator_scores(state, member_images, member_labels), discriminator_scores(state, other_images, other_labels),
-                               seed=seed),
+        "logan": attack_result(
+            discriminator_scores(state, member_images, member_labels),
+            discriminator_scores(state, other_images, other_labels),
+            seed=seed,
+        ),
     }
     copy_distance, copy_index = nearest(generated, member_images)
     heldout_distance, _ = nearest(other_images, member_images)
     result["memorisation"] = {
         "generated_to_train": {"median": float(np.median(copy_distance)), "p5": float(np.percentile(copy_distance, 5))},
-        "heldout_to_train": {"median": float(np.median(heldout_distance)), "p5": float(np.percentile(heldout_distance, 5))},
+        "heldout_to_train": {
+            "median": float(np.median(heldout_distance)),
+            "p5": float(np.percentile(heldout_distance, 5)),
+        },
         "ratio_of_medians": float(np.median(copy_distance) / max(np.median(heldout_distance), 1e-12)),
     }
     closest = np.argsort(copy_distance)[:pairs]
     out = Path(run) / "eval"
     out.mkdir(exist_ok=True)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, generated=generated[closest], train=member_images[copy_index[closest]], distance=copy_distance[closest])
+    np.savez_compressed(
+        buffer, generated=generated[closest], train=member_images[copy_index[closest]], distance=copy_distance[closest]
+    )
     write_bytes_atomic(out / PAIRS_FILE, buffer.getvalue())
     write_text_atomic(out / "privacy.json", json.dumps(result, indent=2))
     return result

@@ -46,7 +46,9 @@ class QualityProbe:
         return cls(evaluator, {space: evaluator.embed(images, space) for space in SPACES}, frequencies, count, seed)
 
     def __call__(self, state: GANState) -> dict[str, float]:
-        images, _ = sample(state, self.count, self.grade_frequencies if state.model_config.conditional else None, self.seed)
+        images, _ = sample(
+            state, self.count, self.grade_frequencies if state.model_config.conditional else None, self.seed
+        )
         result = {}
         for space in SPACES:
             fake = self.evaluator.embed(images, space)

@@ -9,10 +9,10 @@ ignore anything:
 
 | block        | dims | measures                                                    | reacts to             |
 |--------------|------|-------------------------------------------------------------|-----------------------|
-| layout       | 64   | the image at 8 x 8                                          | field of view, disc, macula placement |
+| layout       | 64   | the image at 8 x 8                                          | field of view, disc, macula |
 | band energy  | 64   | Laplacian-pyramid band magnitude, 4 bands on a 4 x 4 grid   | blur, sharpness, texture scale |
 | orientation  | 128  | oriented gradient energy, 4 directions x 2 scales, 4 x 4 grid | vessel directions, streaks |
-| coherence    | 32   | structure-tensor coherence, 2 scales, 4 x 4 grid            | lines vs noise: vessels are coherent, noise is not |
+| coherence    | 32   | structure-tensor coherence, 2 scales, 4 x 4 grid            | lines (vessels) vs noise |
 | vessels      | 16   | black top-hat (thin dark lines), 4 x 4 grid                 | the vessel tree       |
 | checkerboard | 16   | response to the 2 x 2 alternating kernel, 4 x 4 grid        | transposed-conv tiling |
 
@@ -38,8 +38,14 @@ GRID = 4  # pooling grid of the local blocks
 BANDS = 4
 ORIENTATIONS = 4
 #: (name, dimensions) of each block, in feature order
-BLOCKS = (("layout", 64), ("band energy", BANDS * GRID * GRID), ("orientation", 2 * ORIENTATIONS * GRID * GRID),
-          ("coherence", 2 * GRID * GRID), ("vessels", GRID * GRID), ("checkerboard", GRID * GRID))
+BLOCKS = (
+    ("layout", 64),
+    ("band energy", BANDS * GRID * GRID),
+    ("orientation", 2 * ORIENTATIONS * GRID * GRID),
+    ("coherence", 2 * GRID * GRID),
+    ("vessels", GRID * GRID),
+    ("checkerboard", GRID * GRID),
+)
 EPSILON = 1e-3  # floor of the log energies: below it, differences are invisible
 MIN_STD = 0.05  # floor of a block's spread: 5 % of a log energy or of a pixel value (a set without any spread
 #                 must not make the unit infinitely small)
@@ -97,7 +103,9 @@ def raw_features(images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).mean(1, keepdim=True)
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).mean(
+                1, keepdim=True
+            )
             size = x.shape[-1]
             blocks = [F.adaptive_avg_pool2d(x, 8).flatten(1)]  # layout
             level = x

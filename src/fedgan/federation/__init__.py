@@ -1,1 +1,3 @@
-"""Federated training on Flower: one ServerApp, one ClientApp per hospital; weight averaging or mdgan (docs/federation.md)."""
+"""Federated training on Flower: one ServerApp, one ClientApp per hospital; weight averaging or mdgan.
+
+See docs/federation.md."""

@@ -33,8 +33,8 @@ from fedgan.config import DISCLOSURES, AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.failures import RoundFailed, short_reason
-from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
 from fedgan.federation.nodes import connected_nodes
+from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
 from fedgan.federation.weights import global_weights
 from fedgan.training.loop import GANState
 
@@ -50,8 +50,11 @@ TAU = 1e-5
 
 def averaged_only(state: GANState) -> frozenset[str]:
     """The global-weight keys that always take the plain weighted mean (see the module docstring)."""
-    parameters = {f"{name}.{key}" for name, module in (("generator", state.generator), ("discriminator", state.discriminator))
-                  for key, _ in module.named_parameters()}
+    parameters = {
+        f"{name}.{key}"
+        for name, module in (("generator", state.generator), ("discriminator", state.discriminator))
+        for key, _ in module.named_parameters()
+    }
     return frozenset(k for k in global_weights(state) if k not in parameters)
 
 
@@ -68,11 +71,14 @@ class RecordedRounds:
     node_of: dict[int, int]  # hospital id -> the node that first answered for it in this run
     hospital_of: dict[int, int]  # and back
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         # Flower's sampling waits without limit for enough nodes; this waits the round's deadline, then says so.
         connected_nodes(grid, self.settings.min_successful, self.settings.round_timeout)
         config[keys.GLOBAL_ROUND] = self.recorder.start_round + server_round
-        # Flower samples hospitals with the `random` module: seeded per round, a run (and its resume) samples the same ones.
+        # Flower samples hospitals with the `random` module: seeded per round, a run (and its
+        # resume) samples the same ones.
         random.seed(self.settings.train_config.seed * 1_000_003 + self.recorder.start_round + server_round)
         self.sent = {k: v.numpy() for k, v in arrays.items()}
         messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
@@ -82,8 +88,11 @@ class RecordedRounds:
     def screen(self, replies: list[Message]) -> tuple[list[Message], list[tuple[int | None, str]]]:
         """The replies that may count, and (node, reason) for the rest (`fedgan.federation.screening`)."""
         answered = {r.metadata.src_node_id for r in replies}
-        dropped: list[tuple[int | None, str]] = [(node, f"no reply within the round timeout ({self.settings.round_timeout:g} s)")
-                                                 for node in self.asked if node not in answered]
+        dropped: list[tuple[int | None, str]] = [
+            (node, f"no reply within the round timeout ({self.settings.round_timeout:g} s)")
+            for node in self.asked
+            if node not in answered
+        ]
         kept: dict[int, tuple[Message, float]] = {}  # hospital id -> its reply and update norm
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -96,11 +105,15 @@ class RecordedRounds:
             except (KeyError, TypeError, ValueError) as exc:
                 dropped.append((node, f"rejected: malformed reply ({exc})"))
                 continue
-            problem = form_problem(arrays, self.sent) or weight_problem(metrics, self.settings.weighting, self.settings.images)
+            problem = form_problem(arrays, self.sent) or weight_problem(
+                metrics, self.settings.weighting, self.settings.images
+            )
             hospital = int(metrics[keys.PARTITION_ID]) if problem is None else -1
             if problem is None and hospital in kept:
                 problem = f"hospital {hospital} already answered this round"
-            if problem is None and self.node_of.setdefault(hospital, node) != node:  # one node speaks for one hospital, for the run
+            if (
+                problem is None and self.node_of.setdefault(hospital, node) != node
+            ):  # one node speaks for one hospital, for the run
                 problem = f"hospital {hospital} answers from node {self.node_of[hospital]} in this run"
             if problem is None and self.hospital_of.setdefault(node, hospital) != hospital:
                 problem = f"node {node} answered for hospital {self.hospital_of[node]} before"
@@ -118,17 +131,28 @@ class RecordedRounds:
         # amplifies a last-bit difference into a visible one within a round.
         return [kept[hospital][0] for hospital in sorted(kept)], dropped
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         global_round = self.recorder.start_round + server_round
         valid, dropped = self.screen(list(replies))
         model_bytes = sum(a.nbytes for a in self.sent.values())
-        self.recorder.clients(global_round, [(r.metadata.src_node_id, r.content[keys.METRICS]) for r in valid], dropped,
-                              model_bytes, model_bytes)
+        self.recorder.clients(
+            global_round,
+            [(r.metadata.src_node_id, r.content[keys.METRICS]) for r in valid],
+            dropped,
+            model_bytes,
+            model_bytes,
+        )
         if len(valid) < self.settings.min_successful:
-            raise RoundFailed(f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
-                              f"{self.settings.min_successful} required")
+            raise RoundFailed(
+                f"round {global_round}: only {len(valid)} hospital(s) returned a usable model, "
+                f"{self.settings.min_successful} required"
+            )
         if self.settings.client_dp and dropped:  # its noise is calibrated to every sampled hospital's clipped update
-            raise RoundFailed(f"round {global_round}: client-level DP needs every sampled hospital's update; {len(dropped)} left out")
+            raise RoundFailed(
+                f"round {global_round}: client-level DP needs every sampled hospital's update; {len(dropped)} left out"
+            )
         # The global round, not Flower's count since this process started: FedAdam's bias
         # correction depends on it, and must not restart after a resume.
         arrays, metrics = super().aggregate_train(global_round, valid)  # type: ignore[misc]
@@ -158,8 +182,13 @@ class RecordedRounds:
             self.momentum_vector = [v.numpy() for v in saved["momentum_vector"]]
 
 
-FLOWER_STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
-                                              "fedprox": FedProx}
+FLOWER_STRATEGIES: dict[str, type[FedAvg]] = {
+    "fedavg": FedAvg,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedprox": FedProx,
+}
 #: fedavg's robust alternatives to the mean (`--aggregation`), Flower's own
 ROBUST: dict[str, type[FedAvg]] = {"mean": FedAvg, "median": FedMedian, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
 
@@ -178,9 +207,17 @@ def make_strategy(settings: FederationSettings, recorder: RoundRecorder, state: 
     cls = type(f"Recorded{base.__name__}", (RecordedRounds, base), {})
     # Every hospital connected before round 1 (`server_app.run_rounds`); from then on a round goes
     # on with those present, as long as there are min-successful of them.
-    strategy = cls(fraction_train=settings.fraction, fraction_evaluate=0.0, min_train_nodes=settings.min_successful,
-                   min_available_nodes=settings.min_successful, weighted_by_key=keys.WEIGHTINGS[settings.weighting],
-                   arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG, train_metrics_aggr_fn=no_average, **options)
+    strategy = cls(
+        fraction_train=settings.fraction,
+        fraction_evaluate=0.0,
+        min_train_nodes=settings.min_successful,
+        min_available_nodes=settings.min_successful,
+        weighted_by_key=keys.WEIGHTINGS[settings.weighting],
+        arrayrecord_key=keys.ARRAYS,
+        configrecord_key=keys.CONFIG,
+        train_metrics_aggr_fn=no_average,
+        **options,
+    )
     strategy.settings, strategy.recorder, strategy.averaged = settings, recorder, averaged_only(state)
     strategy.node_of, strategy.hospital_of = {}, {}
     return strategy
@@ -203,17 +240,30 @@ def check_disclosure(disclose: Iterable[str]) -> None:
         raise FedGANError(f"--disclose takes {', '.join(DISCLOSURES)} (comma-separated, or none), got {unknown[0]!r}")
 
 
-def check_algorithm(algorithm: AlgorithmConfig, secagg: bool, client_dp: bool, train_config: TrainConfig, fraction: float) -> None:
+def check_algorithm(
+    algorithm: AlgorithmConfig, secagg: bool, client_dp: bool, train_config: TrainConfig, fraction: float
+) -> None:
     """Refuse, before any engine starts, the combinations an algorithm cannot run."""
     if secagg and algorithm.name not in ("fedavg", "fedprox"):
-        raise FedGANError(f"--secagg runs with --algorithm fedavg or fedprox only: SecAgg+ gives the server the sum of the updates, "
-                          f"{'while mdgan exchanges per-image gradients, not updates' if algorithm.name == 'mdgan' else 'and Flower implements it for plain FedAvg only'}")
+        raise FedGANError(
+            "--secagg runs with --algorithm fedavg or fedprox only: SecAgg+ gives the server the sum of the updates, "
+            + (
+                "while mdgan exchanges per-image gradients, not updates"
+                if algorithm.name == "mdgan"
+                else "and Flower implements it for plain FedAvg only"
+            )
+        )
     if algorithm.aggregation != "mean" and (secagg or client_dp):
-        raise FedGANError(f"--aggregation {algorithm.aggregation} needs each hospital's update, which "
-                          f"{'SecAgg+ hides from the server' if secagg else 'client-level DP averages before the server sees it'}")
+        raise FedGANError(
+            f"--aggregation {algorithm.aggregation} needs each hospital's update, which "
+            f"{'SecAgg+ hides from the server' if secagg else 'client-level DP averages before the server sees it'}"
+        )
     if algorithm.name == "mdgan" and client_dp:
         raise FedGANError("client-level DP clips whole model updates, and mdgan sends none")
     if algorithm.name == "mdgan" and train_config.private:
-        raise FedGANError("mdgan does not run DP-SGD on the hospitals' discriminators yet: use --algorithm fedavg or fedprox with --dp-epsilon")
+        raise FedGANError(
+            "mdgan does not run DP-SGD on the hospitals' discriminators yet: use --algorithm fedavg or fedprox with "
+            "--dp-epsilon"
+        )
     if algorithm.name == "mdgan" and fraction < 1:
         raise FedGANError("mdgan asks every hospital in every exchange: --fraction must be 1")

@@ -44,8 +44,12 @@ class Certificates:
 
 
 def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FedGAN federation"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "FedGAN federation"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
 def _alternative_name(host: str) -> x509.GeneralName:
@@ -62,28 +66,53 @@ def _private(path: Path, key: ec.EllipticCurvePrivateKey, form: serialization.Pr
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, form, serialization.NoEncryption()))
 
 
-def make_certificates(out: Path, *, hospitals: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
-                      overwrite: bool = False) -> Certificates:
+def make_certificates(
+    out: Path, *, hospitals: int, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), overwrite: bool = False
+) -> Certificates:
     """Write the CA, the SuperLink's certificate and `hospitals` SuperNode key pairs into `out`."""
     if hospitals < 1 or not hosts:
         raise FedGANError("fedgan certs needs --hospitals >= 1 and at least one --host")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("FedGAN federation CA")).issuer_name(_name("FedGAN federation CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-                                       decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA384()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("FedGAN federation CA"))
+        .issuer_name(_name("FedGAN federation CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
     link_key = ec.generate_private_key(ec.SECP384R1())
-    link = (x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca.subject).public_key(link_key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(x509.SubjectAlternativeName([_alternative_name(h) for h in hosts]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA384()))
+    link = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca.subject)
+        .public_key(link_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName([_alternative_name(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
     with staged_directory(out, overwrite=overwrite) as staging:
         (staging / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
         _private(staging / "ca.key", ca_key, serialization.PrivateFormat.PKCS8)
@@ -94,5 +123,7 @@ def make_certificates(out: Path, *, hospitals: int, hosts: tuple[str, ...] = ("l
             key = ec.generate_private_key(ec.SECP384R1())
             _private(staging / "hospitals" / f"hospital-{hospital}.key", key, serialization.PrivateFormat.OpenSSH)
             (staging / "hospitals" / f"hospital-{hospital}.pub").write_bytes(
-                key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+                key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+                + b"\n"
+            )
     return Certificates(Path(out), hospitals, hosts)

@@ -62,11 +62,21 @@ def local_state(config: Mapping[str, Any], seed: int) -> GANState:
     train_config = dataclasses.replace(TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG]))), seed=seed)
     generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
     opt_generator, opt_discriminator = make_optimisers(generator, discriminator, train_config)
-    return GANState(model_config, generator, discriminator, opt_generator, opt_discriminator, noise_generator(seed),
-                    generator_ema=make_ema(generator, train_config), augment=augment_generator(seed))
+    return GANState(
+        model_config,
+        generator,
+        discriminator,
+        opt_generator,
+        opt_discriminator,
+        noise_generator(seed),
+        generator_ema=make_ema(generator, train_config),
+        augment=augment_generator(seed),
+    )
 
 
-def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], context: Context) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def train_locally(
+    start: dict[str, torch.Tensor], config: Mapping[str, Any], context: Context
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train the global networks `start` on this hospital's data; return the new weights and metrics."""
     started = time.perf_counter()
     if keys.THREADS in config:
@@ -86,7 +96,9 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
     per_round = train_config.epochs * private_steps_per_epoch(train_config, len(images))
     if state.generator_ema is not None:  # the average's warm-up continues across rounds instead of restarting
         state.generator_ema.n_averaged.fill_((round_number - 1) * per_round // train_config.d_steps)
-    attach_privacy(state, train_config, len(images), int(config.get(keys.ROUNDS, 1)) * per_round)  # fresh each round: the server keeps the history
+    attach_privacy(
+        state, train_config, len(images), int(config.get(keys.ROUNDS, 1)) * per_round
+    )  # fresh each round: the server keeps the history
     history = []
     try:
         for _ in range(train_config.epochs):
@@ -97,16 +109,36 @@ def train_locally(start: dict[str, torch.Tensor], config: Mapping[str, Any], con
     d_loss = float(np.mean([s.d_loss for s in history])) if history else math.nan
     g_loss = float(np.mean([s.g_loss for s in history])) if history else math.nan
     if not (history and all(s.finite() for s in history)):
-        raise RuntimeError(f"hospital {partition_id}: training diverged or ran no step (D loss {d_loss}, G loss {g_loss})")
+        raise RuntimeError(
+            f"hospital {partition_id}: training diverged or ran no step (D loss {d_loss}, G loss {g_loss})"
+        )
     disclose = str(config.get(keys.DISCLOSE, "")).split(",")  # beyond weight and id, only what the federation asked for
     metrics = {
-        keys.NUM_EXAMPLES: len(images), keys.UNIT_WEIGHT: 1, keys.PARTITION_ID: partition_id,
-        **({keys.D_LOSS: d_loss, keys.G_LOSS: g_loss, keys.STEPS: len(history), keys.SECONDS: time.perf_counter() - started}
-           if "losses" in disclose else {}),
-        **({keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)} if "grades" in disclose else {}),
+        keys.NUM_EXAMPLES: len(images),
+        keys.UNIT_WEIGHT: 1,
+        keys.PARTITION_ID: partition_id,
+        **(
+            {
+                keys.D_LOSS: d_loss,
+                keys.G_LOSS: g_loss,
+                keys.STEPS: len(history),
+                keys.SECONDS: time.perf_counter() - started,
+            }
+            if "losses" in disclose
+            else {}
+        ),
+        **(
+            {keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)}
+            if "grades" in disclose
+            else {}
+        ),
     }
     if state.private:
-        metrics |= {keys.DP_NOISE: state.private.noise, keys.DP_RATE: state.private.rate, keys.DP_STEPS: len(history) * train_config.d_steps}
+        metrics |= {
+            keys.DP_NOISE: state.private.noise,
+            keys.DP_RATE: state.private.rate,
+            keys.DP_STEPS: len(history) * train_config.d_steps,
+        }
     return global_weights(state), metrics
 
 
@@ -122,8 +154,10 @@ def secure_train(msg: Message, context: Context) -> Message:
     update, clipped, largest = clipped_update(trained, start, float(fit.config[keys.SECAGG_CLIP]))
     weight = int(metrics[keys.WEIGHTINGS[str(fit.config[keys.WEIGHTING])]])
     if weight > float(fit.config[keys.SECAGG_MAX_WEIGHT]):  # its values would overflow the protocol's range
-        raise ValueError(f"hospital {metrics[keys.PARTITION_ID]} weighs {weight}, above the federation's SecAgg+ "
-                         f"max-weight {fit.config[keys.SECAGG_MAX_WEIGHT]}: raise it on the server")
+        raise ValueError(
+            f"hospital {metrics[keys.PARTITION_ID]} weighs {weight}, above the federation's SecAgg+ "
+            f"max-weight {fit.config[keys.SECAGG_MAX_WEIGHT]}: raise it on the server"
+        )
     metrics |= {keys.CLIPPED: clipped, keys.LARGEST_UPDATE: largest}
     reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), weight, metrics)
     return Message(content=compat.fitres_to_recorddict(reply, keep_input=False), reply_to=msg)
@@ -134,4 +168,6 @@ def train(msg: Message, context: Context) -> Message:
     if SECAGG_CONFIGS in msg.content.config_records:  # a stage of SecAgg+: the mod runs the protocol
         return secaggplus_mod(msg, context, secure_train)
     weights, metrics = train_locally(msg.content[keys.ARRAYS].to_torch_state_dict(), msg.content[keys.CONFIG], context)
-    return Message(content=RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
+    return Message(
+        content=RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.METRICS: MetricRecord(metrics)}), reply_to=msg
+    )

@@ -32,10 +32,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.errors import FedGANError
+from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.registry import read_registry
 from fedgan.federation.secure import SecAggSettings
 from fedgan.federation.server_app import FederationSettings, run_rounds
-from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
@@ -61,7 +61,9 @@ def sections(run_config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings, OrderedDict[str, torch.Tensor], int, dict[str, Any]]:
+def deployment_settings(
+    run_config: dict[str, Any],
+) -> tuple[FederationSettings, OrderedDict[str, torch.Tensor], int, dict[str, Any]]:
     """Settings, starting weights, rounds already done and DP histories, from the run config and any existing run."""
     config = sections(run_config)
     fed = config["federation"]
@@ -69,8 +71,10 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
     model_config = from_dict(GANConfig, config["model"])
     train_config = from_dict(TrainConfig, config["train"])
     if not fed.get("registry"):
-        raise FedGANError("federation.registry is required: a TOML file of `hospital-id = training images` that the coordinator "
-                          "holds each hospital's weight to (see fedgan.federation.registry)")
+        raise FedGANError(
+            "federation.registry is required: a TOML file of `hospital-id = training images` that the coordinator "
+            "holds each hospital's weight to (see fedgan.federation.registry)"
+        )
     images = read_registry(Path(str(fed["registry"])))
     weight = float(max(images.values())) if str(fed["weighting"]) == "examples" else 1.0
     secagg = SecAggSettings(clip=float(fed["secagg-clip"]), max_weight=weight) if fed["secagg"] else None
@@ -89,12 +93,34 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
         if fed["init"]:
             init_from_checkpoint(state, Path(str(fed["init"])), train_config)
         run.mkdir(parents=True, exist_ok=True)
-        write_run_record(run, seed=train_config.seed, stores={}, config={
-            "federation": {**fed, "partition": OWN_STORES}, "algorithm": to_dict(algorithm), "model": to_dict(model_config), "train": to_dict(train_config)})
-    settings = FederationSettings(None, run, int(fed["hospitals"]), OWN_STORES, int(fed["rounds"]), model_config, train_config,
-                                  fraction=float(fed["fraction"]), weighting=str(fed["weighting"]),
-                                  min_successful=int(fed["min-successful"]), secagg=secagg, algorithm=algorithm, images=images,
-                                  round_timeout=float(fed["round-timeout"]), disclose=disclose)
+        write_run_record(
+            run,
+            seed=train_config.seed,
+            stores={},
+            config={
+                "federation": {**fed, "partition": OWN_STORES},
+                "algorithm": to_dict(algorithm),
+                "model": to_dict(model_config),
+                "train": to_dict(train_config),
+            },
+        )
+    settings = FederationSettings(
+        None,
+        run,
+        int(fed["hospitals"]),
+        OWN_STORES,
+        int(fed["rounds"]),
+        model_config,
+        train_config,
+        fraction=float(fed["fraction"]),
+        weighting=str(fed["weighting"]),
+        min_successful=int(fed["min-successful"]),
+        secagg=secagg,
+        algorithm=algorithm,
+        images=images,
+        round_timeout=float(fed["round-timeout"]),
+        disclose=disclose,
+    )
     return settings, global_weights(state), start_round, resumed
 
 
@@ -102,6 +128,11 @@ def deployment_settings(run_config: dict[str, Any]) -> tuple[FederationSettings,
 def main(grid: Grid, context: Context) -> None:
     settings, initial, start_round, resumed = deployment_settings(dict(context.run_config))
     if start_round >= settings.rounds:
-        log.warning("%s already completed %d of %d rounds; raise federation.rounds to continue", settings.run, start_round, settings.rounds)
+        log.warning(
+            "%s already completed %d of %d rounds; raise federation.rounds to continue",
+            settings.run,
+            start_round,
+            settings.rounds,
+        )
         return
     run_rounds(grid, context, settings, initial, start_round, resumed)

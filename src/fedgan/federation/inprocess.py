@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
-
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
@@ -36,8 +35,12 @@ class InProcessGrid:
         from fedgan.federation.client_app import app  # noqa: PLC0415 (the ClientApp imports the training stack)
 
         self.app = app
-        self.contexts = {node: Context(1, node, {keys.NODE_PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {})
-                         for node in range(1, hospitals + 1)}
+        self.contexts = {
+            node: Context(
+                1, node, {keys.NODE_PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {}
+            )
+            for node in range(1, hospitals + 1)
+        }
         self.faults = faults or {}
         self.replies: list[Message] = []
         self.run = types.SimpleNamespace(run_id=1)  # Flower's legacy (SecAgg+) compatibility layer reads the run id
@@ -68,7 +71,9 @@ class InProcessGrid:
         return replies
 
 
-def with_arrays(reply: Message, change: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None], sent: Message) -> Message:
+def with_arrays(
+    reply: Message, change: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None], sent: Message
+) -> Message:
     """The reply with its arrays changed in place by `change(arrays, the model that was sent)`."""
     if reply.has_error():
         return reply
@@ -90,6 +95,7 @@ def _scaled(factor: float) -> Callable[[dict[str, np.ndarray], dict[str, np.ndar
     def scale(arrays: dict[str, np.ndarray], sent: dict[str, np.ndarray]) -> None:
         for k in arrays:
             arrays[k] = sent[k] + factor * (arrays[k] - sent[k])
+
     return scale
 
 

@@ -42,7 +42,9 @@ D_LOSS = "d-loss"
 G_LOSS = "g-loss"
 SECONDS = "seconds"
 STEPS = "steps"
-GRADE_COUNT = "grade-{}"  # images of grade 0-4 this hospital trained on (unlabelled: all zero); scalars, as SecAgg+ needs
+GRADE_COUNT = (
+    "grade-{}"  # images of grade 0-4 this hospital trained on (unlabelled: all zero); scalars, as SecAgg+ needs
+)
 DP_NOISE = "dp-noise"  # DP-SGD: this hospital's noise multiplier, sampling rate and private steps this round
 DP_RATE = "dp-rate"
 DP_STEPS = "dp-steps"

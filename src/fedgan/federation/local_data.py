@@ -21,7 +21,9 @@ from fedgan.federation import keys
 
 
 @functools.lru_cache(maxsize=4)
-def hospital_data(store: str, kind: str, num_clients: int, partition_id: int, seed: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def hospital_data(
+    store: str, kind: str, num_clients: int, partition_id: int, seed: int, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """This hospital's share of the store's training split (cached across rounds in one process)."""
     data = Store(Path(store))
     indices = partition(data.labels("train"), num_clients, kind, seed, alpha=alpha)[partition_id]
@@ -35,6 +37,12 @@ def local_data(config: Mapping[str, Any], context: Context, seed: int) -> tuple[
         images, labels = hospital_data(str(node["data-dir"]), "iid", 1, 0, seed, 1.0)
         return images, labels, int(node.get(keys.NODE_PARTITION_ID, 0))
     partition_id = int(node[keys.NODE_PARTITION_ID])
-    images, labels = hospital_data(str(config[keys.STORE]), str(config[keys.PARTITION]), int(config[keys.NUM_CLIENTS]),
-                                   partition_id, seed, float(config[keys.ALPHA]))
+    images, labels = hospital_data(
+        str(config[keys.STORE]),
+        str(config[keys.PARTITION]),
+        int(config[keys.NUM_CLIENTS]),
+        partition_id,
+        seed,
+        float(config[keys.ALPHA]),
+    )
     return images, labels, partition_id

@@ -40,6 +40,8 @@ def read_registry(path: Path) -> dict[int, int]:
     registry: dict[int, int] = {}
     for key, images in table.items():
         if not key.isdigit() or not isinstance(images, int) or isinstance(images, bool) or images < 1:
-            raise FedGANError(f"{path}: hospital {key!r} = {images!r}: ids are non-negative integers and images a positive integer")
+            raise FedGANError(
+                f"{path}: hospital {key!r} = {images!r}: ids are non-negative integers and images a positive integer"
+            )
         registry[int(key)] = images
     return registry

@@ -50,7 +50,9 @@ def form_problem(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.nd
 
 def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
     """L2 norm of (arrays - reference) over every array, in float64 (no overflow at 1e6x)."""
-    return float(np.sqrt(sum(np.square(arrays[k].astype(np.float64) - reference[k].astype(np.float64)).sum() for k in reference)))
+    return float(
+        np.sqrt(sum(np.square(arrays[k].astype(np.float64) - reference[k].astype(np.float64)).sum() for k in reference))
+    )
 
 
 def oversized(norms: Mapping[Any, float], previous_median: float | None, factor: float = NORM_FACTOR) -> dict[Any, str]:
@@ -62,8 +64,11 @@ def oversized(norms: Mapping[Any, float], previous_median: float | None, factor:
     else:
         return {}
     limit = factor * median
-    return {who: f"update norm {norm:.3g} is above {factor:g}x the round's median ({median:.3g})"
-            for who, norm in norms.items() if norm > limit}
+    return {
+        who: f"update norm {norm:.3g} is above {factor:g}x the round's median ({median:.3g})"
+        for who, norm in norms.items()
+        if norm > limit
+    }
 
 
 def weight_problem(metrics: Mapping[str, Any], weighting: str, images: Mapping[int, int] | None) -> str | None:

@@ -67,8 +67,14 @@ class SecAggSettings:
 
     def workflow(self, timeout: float) -> SecAggPlusWorkflow:
         """Flower's workflow; each protocol stage waits at most `timeout` seconds (its default waits forever)."""
-        return SecAggPlusWorkflow(num_shares=self.shares, reconstruction_threshold=self.threshold, max_weight=self.max_weight,
-                                  clipping_range=self.clip, quantization_range=self.quantization, timeout=timeout)
+        return SecAggPlusWorkflow(
+            num_shares=self.shares,
+            reconstruction_threshold=self.threshold,
+            max_weight=self.max_weight,
+            clipping_range=self.clip,
+            quantization_range=self.quantization,
+            timeout=timeout,
+        )
 
     def step(self) -> float:
         """One quantisation level, in weight units."""
@@ -79,7 +85,9 @@ class SecAggSettings:
         return len(weights) * self.step() / sum(w / self.max_weight for w in weights)
 
 
-def clipped_update(trained: dict[str, torch.Tensor], start: dict[str, torch.Tensor], clip: float) -> tuple[list[np.ndarray], float, float]:
+def clipped_update(
+    trained: dict[str, torch.Tensor], start: dict[str, torch.Tensor], clip: float
+) -> tuple[list[np.ndarray], float, float]:
     """(trained - start) per tensor, clipped to [-clip, clip]; also the clipped share and the largest |value|."""
     update = [(trained[name].float() - value.float()).numpy() for name, value in start.items()]
     total = sum(u.size for u in update)
@@ -95,10 +103,17 @@ class SecureFedAvg(LegacyFedAvg):
     never exist in the clear on the server), so aggregation is: global weights + that mean.
     """
 
-    def __init__(self, settings: FederationSettings, recorder: RoundRecorder, initial: OrderedDict[str, torch.Tensor]) -> None:
-        super().__init__(fraction_fit=settings.fraction, fraction_evaluate=0.0,
-                         min_fit_clients=max(2, settings.min_successful), min_available_clients=max(2, settings.min_successful),
-                         on_fit_config_fn=self.fit_config, initial_parameters=ndarrays_to_parameters([v.numpy() for v in initial.values()]))
+    def __init__(
+        self, settings: FederationSettings, recorder: RoundRecorder, initial: OrderedDict[str, torch.Tensor]
+    ) -> None:
+        super().__init__(
+            fraction_fit=settings.fraction,
+            fraction_evaluate=0.0,
+            min_fit_clients=max(2, settings.min_successful),
+            min_available_clients=max(2, settings.min_successful),
+            on_fit_config_fn=self.fit_config,
+            initial_parameters=ndarrays_to_parameters([v.numpy() for v in initial.values()]),
+        )
         self.settings = settings
         self.recorder = recorder
         self.names = list(initial)
@@ -108,16 +123,26 @@ class SecureFedAvg(LegacyFedAvg):
     def fit_config(self, server_round: int) -> dict[str, Scalar]:
         return {**self.settings.round_config(), keys.GLOBAL_ROUND: self.recorder.start_round + server_round}
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[tuple[ClientProxy, FitRes] | BaseException]) -> tuple[Parameters | None, dict[str, Scalar]]:
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
         global_round = self.recorder.start_round + server_round
         size = sum(a.size for a in self.current)
-        self.recorder.clients(global_round, [(proxy.node_id, fit.metrics) for proxy, fit in results],
-                              [(None, reason) for reason in failure_reasons(failures)], bytes_received=sum(a.nbytes for a in self.current),
-                              bytes_sent=(size + 1) * MASKED_BYTES)
+        self.recorder.clients(
+            global_round,
+            [(proxy.node_id, fit.metrics) for proxy, fit in results],
+            [(None, reason) for reason in failure_reasons(failures)],
+            bytes_received=sum(a.nbytes for a in self.current),
+            bytes_sent=(size + 1) * MASKED_BYTES,
+        )
         if len(results) < self.settings.min_successful:
-            raise RoundFailed(f"round {global_round}: only {len(results)} hospital(s) returned a usable model, "
-                               f"{self.settings.min_successful} required")
+            raise RoundFailed(
+                f"round {global_round}: only {len(results)} hospital(s) returned a usable model, "
+                f"{self.settings.min_successful} required"
+            )
         mean_update = parameters_to_ndarrays(results[0][1].parameters)
         self.current = [(w + u).astype(w.dtype) for w, u in zip(self.current, mean_update, strict=True)]
         self.aggregated_round = server_round
@@ -126,10 +151,14 @@ class SecureFedAvg(LegacyFedAvg):
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         """Called with the initial model (round 0) and after each round, aggregated or not."""
         if server_round > 0 and self.aggregated_round != server_round:
-            raise SecureRoundHalted(f"round {self.recorder.start_round + server_round}: secure aggregation halted: too few "
-                                    "hospitals took part in the protocol (see the log above)")
+            raise SecureRoundHalted(
+                f"round {self.recorder.start_round + server_round}: secure aggregation halted: too few "
+                "hospitals took part in the protocol (see the log above)"
+            )
         arrays = parameters_to_ndarrays(parameters)
-        self.recorder.end_round(server_round, OrderedDict((n, torch.from_numpy(a)) for n, a in zip(self.names, arrays, strict=True)))
+        self.recorder.end_round(
+            server_round, OrderedDict((n, torch.from_numpy(a)) for n, a in zip(self.names, arrays, strict=True))
+        )
         return None
 
 
@@ -172,15 +201,22 @@ class AttendedGrid:
         return replies
 
 
-def run_secure(grid: Grid, context: Context, settings: FederationSettings, recorder: RoundRecorder,
-               initial: OrderedDict[str, torch.Tensor]) -> None:
+def run_secure(
+    grid: Grid,
+    context: Context,
+    settings: FederationSettings,
+    recorder: RoundRecorder,
+    initial: OrderedDict[str, torch.Tensor],
+) -> None:
     """All rounds of a federation with SecAgg+ (the body of the ServerApp's main). A halted round
     is retried without the hospitals that dropped out, while enough remain."""
     assert settings.secagg is not None
     attended, current = AttendedGrid(grid), initial
     while True:
         strategy = SecureFedAvg(settings, recorder, current)
-        legacy = LegacyContext(context, config=ServerConfig(num_rounds=settings.rounds - recorder.start_round), strategy=strategy)
+        legacy = LegacyContext(
+            context, config=ServerConfig(num_rounds=settings.rounds - recorder.start_round), strategy=strategy
+        )
         try:
             DefaultWorkflow(fit_workflow=settings.secagg.workflow(settings.round_timeout))(attended, legacy)  # type: ignore[arg-type]
             return
@@ -188,9 +224,22 @@ def run_secure(grid: Grid, context: Context, settings: FederationSettings, recor
             dropped = attended.failed - attended.excluded
             if not dropped or len(attended.get_node_ids()) - len(dropped) < max(2, settings.min_successful):
                 raise
-            log.warning("%s; retrying it without the %d hospital(s) that dropped out (nodes %s)", halted, len(dropped), sorted(dropped))
+            log.warning(
+                "%s; retrying it without the %d hospital(s) that dropped out (nodes %s)",
+                halted,
+                len(dropped),
+                sorted(dropped),
+            )
             attended.excluded |= dropped
             recorder.start_round += strategy.aggregated_round  # the rounds committed before the halt stay committed
-            recorder.lines += [{"round": recorder.start_round + 1, "node": node, "failed": "dropped out of a SecAgg+ round that "
-                                "halted; left out until the run resumes"} for node in sorted(dropped)]
-            current = OrderedDict((name, torch.from_numpy(value)) for name, value in zip(strategy.names, strategy.current, strict=True))
+            recorder.lines += [
+                {
+                    "round": recorder.start_round + 1,
+                    "node": node,
+                    "failed": "dropped out of a SecAgg+ round that halted; left out until the run resumes",
+                }
+                for node in sorted(dropped)
+            ]
+            current = OrderedDict(
+                (name, torch.from_numpy(value)) for name, value in zip(strategy.names, strategy.current, strict=True)
+            )

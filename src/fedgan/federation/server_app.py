@@ -34,8 +34,8 @@ from fedgan.config import NUM_GRADES, AlgorithmConfig, TrainConfig
 from fedgan.federation import keys
 from fedgan.federation.algorithms import make_strategy, sampled_hospitals
 from fedgan.federation.failures import RoundFailed
-from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.nodes import connected_nodes
+from fedgan.federation.secure import SecAggSettings, run_secure
 from fedgan.federation.weights import load_global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import BEST, prune_checkpoints, save_checkpoint
@@ -88,16 +88,33 @@ class FederationSettings:
         return tuple(sorted({*self.disclose, *(("grades",) if self.algorithm.name == "mdgan" else ())}))
 
     def round_config(self) -> ConfigRecord:
-        return ConfigRecord({
-            keys.PARTITION: self.partition, keys.NUM_CLIENTS: self.clients, keys.ALPHA: self.alpha, keys.WEIGHTING: self.weighting,
-            keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
-            keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)), keys.ROUNDS: self.rounds,
-            keys.DISCLOSE: ",".join(self.disclosed()),
-            **({keys.STORE: str(self.store.resolve()), keys.HOSPITAL_STATE: str((self.run / "hospitals").resolve())} if self.store else {}),
-            **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
-            **({keys.PROXIMAL_MU: self.algorithm.proximal_mu} if self.algorithm.name == "fedprox" else {}),
-            **({keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight} if self.secagg else {}),
-        })
+        return ConfigRecord(
+            {
+                keys.PARTITION: self.partition,
+                keys.NUM_CLIENTS: self.clients,
+                keys.ALPHA: self.alpha,
+                keys.WEIGHTING: self.weighting,
+                keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
+                keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
+                keys.ROUNDS: self.rounds,
+                keys.DISCLOSE: ",".join(self.disclosed()),
+                **(
+                    {
+                        keys.STORE: str(self.store.resolve()),
+                        keys.HOSPITAL_STATE: str((self.run / "hospitals").resolve()),
+                    }
+                    if self.store
+                    else {}
+                ),
+                **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
+                **({keys.PROXIMAL_MU: self.algorithm.proximal_mu} if self.algorithm.name == "fedprox" else {}),
+                **(
+                    {keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight}
+                    if self.secagg
+                    else {}
+                ),
+            }
+        )
 
 
 class RoundRecorder:
@@ -121,41 +138,93 @@ class RoundRecorder:
         if settings.store is not None and settings.train_config.eval_every:
             from fedgan.evaluation.probe import QualityProbe  # imports the evaluator only for runs that use it
 
-            self.probe = QualityProbe.for_store(settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed)
+            self.probe = QualityProbe.for_store(
+                settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed
+            )
         self.best_kid = best_kid(settings.run)
-        self.extra: Callable[[], dict[str, Any]] = dict  # more state for each round's checkpoint (the server optimiser's)
+        self.extra: Callable[[], dict[str, Any]] = (
+            dict  # more state for each round's checkpoint (the server optimiser's)
+        )
 
     def write(self, *lines: dict[str, Any]) -> None:
         append_lines(self.settings.run / "metrics.jsonl", lines)
 
-    def clients(self, global_round: int, valid: list[tuple[int, Mapping[str, Any]]], failed: list[tuple[int | None, str]],
-                bytes_received: int, bytes_sent: int) -> None:
-        """One line per hospital of the round: (node id, metrics) of those that succeeded, (node id, reason) of the rest."""
+    def clients(
+        self,
+        global_round: int,
+        valid: list[tuple[int, Mapping[str, Any]]],
+        failed: list[tuple[int | None, str]],
+        bytes_received: int,
+        bytes_sent: int,
+    ) -> None:
+        """One line per hospital of the round: (node id, metrics) of those that succeeded, (node id,
+        reason) of the rest; written when the round is committed (`end_round`)."""
         for node, m in valid:
-            line = {"round": global_round, "client": int(m[keys.PARTITION_ID]), "node": node, "examples": int(m[keys.NUM_EXAMPLES]),
-                    **({"steps": int(m[keys.STEPS]), "d_loss": m[keys.D_LOSS], "g_loss": m[keys.G_LOSS],
-                        "seconds": round(float(m[keys.SECONDS]), 3)} if keys.D_LOSS in m else {}),
-                    **({"grades": [int(m[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)]} if keys.GRADE_COUNT.format(0) in m else {}),
-                    "bytes_received": int(m.get(keys.BYTES_RECEIVED, bytes_received)), "bytes_sent": int(m.get(keys.BYTES_SENT, bytes_sent))}
+            line = {
+                "round": global_round,
+                "client": int(m[keys.PARTITION_ID]),
+                "node": node,
+                "examples": int(m[keys.NUM_EXAMPLES]),
+                **(
+                    {
+                        "steps": int(m[keys.STEPS]),
+                        "d_loss": m[keys.D_LOSS],
+                        "g_loss": m[keys.G_LOSS],
+                        "seconds": round(float(m[keys.SECONDS]), 3),
+                    }
+                    if keys.D_LOSS in m
+                    else {}
+                ),
+                **(
+                    {"grades": [int(m[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)]}
+                    if keys.GRADE_COUNT.format(0) in m
+                    else {}
+                ),
+                "bytes_received": int(m.get(keys.BYTES_RECEIVED, bytes_received)),
+                "bytes_sent": int(m.get(keys.BYTES_SENT, bytes_sent)),
+            }
             if keys.DP_STEPS in m:  # each hospital's epsilon over every round it took part in
                 spent = self.privacy.setdefault(str(m[keys.PARTITION_ID]), [])
                 spent.append((float(m[keys.DP_NOISE]), float(m[keys.DP_RATE]), int(m[keys.DP_STEPS])))
-                append_lines(self.settings.run / LEDGER, [{"round": global_round, "hospital": str(m[keys.PARTITION_ID]),
-                                                           "noise": spent[-1][0], "rate": spent[-1][1], "steps": spent[-1][2]}])
+                append_lines(
+                    self.settings.run / LEDGER,
+                    [
+                        {
+                            "round": global_round,
+                            "hospital": str(m[keys.PARTITION_ID]),
+                            "noise": spent[-1][0],
+                            "rate": spent[-1][1],
+                            "steps": spent[-1][2],
+                        }
+                    ],
+                )
                 line["epsilon"] = round(epsilon(spent, self.settings.train_config.dp_delta), 4)
             if keys.CLIPPED in m:
                 line |= {"clipped": m[keys.CLIPPED], "largest_update": m[keys.LARGEST_UPDATE]}
                 if m[keys.CLIPPED]:
-                    log.warning("round %d: hospital %s clipped %.2g%% of its update to the SecAgg+ range (largest %.3g): raise "
-                                "--secagg-clip", global_round, m[keys.PARTITION_ID], 100 * m[keys.CLIPPED], m[keys.LARGEST_UPDATE])
+                    log.warning(
+                        "round %d: hospital %s clipped %.2g%% of its update to the SecAgg+ range (largest %.3g): raise "
+                        "--secagg-clip",
+                        global_round,
+                        m[keys.PARTITION_ID],
+                        100 * m[keys.CLIPPED],
+                        m[keys.LARGEST_UPDATE],
+                    )
             self.lines.append(line)
         for node, reason in failed:
             log.warning("round %d: hospital on node %s left out: %s", global_round, node, reason)
             self.lines.append({"round": global_round, "node": node, "failed": reason})
         spent = [epsilon(h, self.settings.train_config.dp_delta) for h in self.privacy.values()]
-        self.pending = {"clients": len(valid), "failed": len(failed), **({"epsilon": round(max(spent), 4)} if spent else {}),
-                        "d_loss": mean_of(keys.D_LOSS, [m for _, m in valid]), "g_loss": mean_of(keys.G_LOSS, [m for _, m in valid])}
-        if self.settings.client_dp:  # every round is one Gaussian mechanism over all hospitals (no sampling amplification)
+        self.pending = {
+            "clients": len(valid),
+            "failed": len(failed),
+            **({"epsilon": round(max(spent), 4)} if spent else {}),
+            "d_loss": mean_of(keys.D_LOSS, [m for _, m in valid]),
+            "g_loss": mean_of(keys.G_LOSS, [m for _, m in valid]),
+        }
+        if (
+            self.settings.client_dp
+        ):  # every round is one Gaussian mechanism over all hospitals (no sampling amplification)
             client_dp, delta = self.settings.client_dp, self.settings.train_config.dp_delta
             self.pending["client_epsilon"] = round(epsilon([(client_dp.noise, 1.0, global_round)], delta), 4)
 
@@ -167,10 +236,19 @@ class RoundRecorder:
         global_round = self.start_round + server_round
         load_global_weights(self.state, dict(weights))
         self.state.epoch = global_round
-        save_samples(self.state, self.settings.run / "samples" / f"round-{global_round:04d}.png",
-                     self.settings.train_config.sample_count, self.settings.train_config.seed)
-        save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", f"round-{global_round:04d}",
-                        extra={"round": global_round, "rounds": self.settings.rounds, **self.extra()})
+        save_samples(
+            self.state,
+            self.settings.run / "samples" / f"round-{global_round:04d}.png",
+            self.settings.train_config.sample_count,
+            self.settings.train_config.seed,
+        )
+        save_checkpoint(
+            self.state,
+            self.settings.train_config,
+            self.settings.run / "checkpoints",
+            f"round-{global_round:04d}",
+            extra={"round": global_round, "rounds": self.settings.rounds, **self.extra()},
+        )
         prune_checkpoints(self.settings.run / "checkpoints", "round", self.settings.train_config.keep_checkpoints)
         seconds = time.perf_counter() - self.round_started
         if self.probe is not None:
@@ -178,9 +256,17 @@ class RoundRecorder:
             self.pending |= quality
             if self.best_kid is None or quality["kid"] < self.best_kid:
                 self.best_kid = quality["kid"]
-                save_checkpoint(self.state, self.settings.train_config, self.settings.run / "checkpoints", BEST,
-                                extra={"round": global_round, "rounds": self.settings.rounds, "kid": quality["kid"]}, latest=False)
-        self.write(*self.lines, {"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending})
+                save_checkpoint(
+                    self.state,
+                    self.settings.train_config,
+                    self.settings.run / "checkpoints",
+                    BEST,
+                    extra={"round": global_round, "rounds": self.settings.rounds, "kid": quality["kid"]},
+                    latest=False,
+                )
+        self.write(
+            *self.lines, {"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending}
+        )
         self.lines = []
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
         self.round_started = time.perf_counter()
@@ -209,7 +295,9 @@ def read_ledger(run: Path) -> dict[str, History]:
     path = run / LEDGER
     for line in path.read_text().splitlines() if path.exists() else []:
         entry = json.loads(line)
-        histories.setdefault(entry["hospital"], []).append((float(entry["noise"]), float(entry["rate"]), int(entry["steps"])))
+        histories.setdefault(entry["hospital"], []).append(
+            (float(entry["noise"]), float(entry["rate"]), int(entry["steps"]))
+        )
     return histories
 
 
@@ -218,20 +306,40 @@ def best_kid(run: Path) -> float | None:
     path = run / "metrics.jsonl"
     if not path.exists():
         return None
-    values = [line["kid"] for line in map(json.loads, path.read_text().splitlines()) if line.get("aggregate") and "kid" in line]
+    values = [
+        line["kid"]
+        for line in map(json.loads, path.read_text().splitlines())
+        if line.get("aggregate") and "kid" in line
+    ]
     return min(values) if values else None
 
 
-def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-               resumed: dict[str, Any] | None = None) -> None:
+def run_rounds(
+    grid: Grid,
+    context: Context,
+    settings: FederationSettings,
+    initial: OrderedDict[str, torch.Tensor],
+    start_round: int,
+    resumed: dict[str, Any] | None = None,
+) -> None:
     """The ServerApp's work: rounds start_round+1 .. settings.rounds, with the configured algorithm;
     `resumed` is the `extra` of the checkpoint resumed from (the server optimiser's state)."""
     resumed = resumed or {}
-    if resumed.get("privacy") and not (settings.run / LEDGER).exists():  # a run from before the ledger kept DP histories here
-        append_lines(settings.run / LEDGER, [{"round": 0, "hospital": hospital, "noise": h[0], "rate": h[1], "steps": h[2]}
-                                             for hospital, history in resumed["privacy"].items() for h in history])
+    if (
+        resumed.get("privacy") and not (settings.run / LEDGER).exists()
+    ):  # a run from before the ledger kept DP histories here
+        append_lines(
+            settings.run / LEDGER,
+            [
+                {"round": 0, "hospital": hospital, "noise": h[0], "rate": h[1], "steps": h[2]}
+                for hospital, history in resumed["privacy"].items()
+                for h in history
+            ],
+        )
     recorder = RoundRecorder(settings, start_round)
-    connected_nodes(grid, settings.clients, settings.round_timeout)  # every hospital, once; later rounds go on without the absent
+    connected_nodes(
+        grid, settings.clients, settings.round_timeout
+    )  # every hospital, once; later rounds go on without the absent
     if settings.algorithm.name == "mdgan":
         from fedgan.federation.split_server import run_split  # noqa: PLC0415 (only mdgan runs need it)
 
@@ -242,9 +350,13 @@ def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initi
         return
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        if server_round and recorded.aggregated != server_round:  # Flower's client-DP wrapper skips a round with a failure
-            raise RoundFailed(f"round {start_round + server_round}: not aggregated (client-level DP needs a reply from every "
-                              "sampled hospital); nothing of it was saved")
+        if (
+            server_round and recorded.aggregated != server_round
+        ):  # Flower's client-DP wrapper skips a round with a failure
+            raise RoundFailed(
+                f"round {start_round + server_round}: not aggregated (client-level DP needs a reply from every "
+                "sampled hospital); nothing of it was saved"
+            )
         recorder.end_round(server_round, arrays.to_torch_state_dict())
         return None
 
@@ -253,15 +365,28 @@ def run_rounds(grid: Grid, context: Context, settings: FederationSettings, initi
     recorder.extra = lambda: {SERVER_OPTIMISER: recorded.server_state()}
     strategy: Strategy = recorded
     if settings.client_dp:
-        strategy = DifferentialPrivacyServerSideFixedClipping(recorded, noise_multiplier=settings.client_dp.noise,
-                                                             clipping_norm=settings.client_dp.clip,
-                                                             num_sampled_clients=sampled_hospitals(settings))
-    strategy.start(grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=settings.rounds - start_round,
-                   timeout=settings.round_timeout, train_config=settings.round_config(), evaluate_fn=evaluate)
+        strategy = DifferentialPrivacyServerSideFixedClipping(
+            recorded,
+            noise_multiplier=settings.client_dp.noise,
+            clipping_norm=settings.client_dp.clip,
+            num_sampled_clients=sampled_hospitals(settings),
+        )
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(initial),
+        num_rounds=settings.rounds - start_round,
+        timeout=settings.round_timeout,
+        train_config=settings.round_config(),
+        evaluate_fn=evaluate,
+    )
 
 
-def make_server_app(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-                    resumed: dict[str, Any] | None = None) -> ServerApp:
+def make_server_app(
+    settings: FederationSettings,
+    initial: OrderedDict[str, torch.Tensor],
+    start_round: int,
+    resumed: dict[str, Any] | None = None,
+) -> ServerApp:
     """A ServerApp bound to one run's settings (the simulation engine runs it in this process)."""
     app = ServerApp()
 

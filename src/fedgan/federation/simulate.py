@@ -41,13 +41,43 @@ from fedgan.training.run import model_config_for
 log = logging.getLogger(__name__)
 
 #: Flower must never phone home or install anything at run time (see docs/architecture.md).
-FLOWER_ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                      "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_DEDUP_LOGS": "0"}
+FLOWER_ENVIRONMENT = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's FutureWarning on every run: keep CUDA_VISIBLE_DEVICES as it is
+}
 
 
-def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Tensor], start_round: int,
-               resumed: dict[str, Any] | None = None) -> None:
+class FlowerNoise(logging.Filter):
+    """Drops two Flower warnings every `fedgan federate` would print, with nothing to act on:
+
+    - `run_simulation` is deprecated in favour of `flwr run`. `flwr run` starts the ServerApp in
+      another process from a Flower project's own configuration, which would split
+      `fedgan federate` into a project file plus a command and lose the in-process settings
+      (store, partition sizes, resumed state) the ServerApp is built with. flwr is pinned below
+      1.43, so its removal is a deliberate upgrade, not a surprise.
+    - `fraction_evaluate is set to 0.0`: on purpose; quality is measured at the server with the
+      store's fixed evaluator, not by the hospitals.
+    """
+
+    NOISE = ("DEPRECATED FEATURE: The `run_simulation` function", "fraction_evaluate is set to 0.0")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOISE)
+
+
+def run_engine(
+    settings: FederationSettings,
+    initial: OrderedDict[str, torch.Tensor],
+    start_round: int,
+    resumed: dict[str, Any] | None = None,
+) -> None:
     os.environ.update(FLOWER_ENVIRONMENT)
+    flower_log = logging.getLogger("flwr")
+    if not any(isinstance(f, FlowerNoise) for f in flower_log.filters):
+        flower_log.addFilter(FlowerNoise())
     from flwr.simulation import run_simulation
 
     from fedgan.federation.client_app import app as client_app
@@ -60,23 +90,34 @@ def run_engine(settings: FederationSettings, initial: OrderedDict[str, torch.Ten
             server_app=make_server_app(settings, initial, start_round, resumed),
             client_app=client_app,
             num_supernodes=settings.clients,
-            backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": gpus}, "init_args": {"log_to_driver": True}},
+            backend_config={
+                "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
+                "init_args": {"log_to_driver": True},
+            },
         )
     except RuntimeError as exc:  # raised by the ServerApp, e.g. too few hospitals succeeded
         reason = str(exc)
     done = completed_rounds(settings.run) if (settings.run / "checkpoints" / "latest").exists() else 0
     if done < settings.rounds:
-        raise FedGANError(f"federation stopped after round {done} of {settings.rounds}: {reason} "
-                          f"(fix the cause, then `fedgan federate --resume {settings.run}`)")
+        raise FedGANError(
+            f"federation stopped after round {done} of {settings.rounds}: {reason} "
+            f"(fix the cause, then `fedgan federate --resume {settings.run}`)"
+        )
 
 
-def with_partition_sizes(store: Store, settings: FederationSettings, secagg: SecAggSettings | None) -> FederationSettings:
+def with_partition_sizes(
+    store: Store, settings: FederationSettings, secagg: SecAggSettings | None
+) -> FederationSettings:
     """The settings with each hospital's image count from the partition, which the server holds
     every reply's weight to (and SecAgg+'s weight range is fitted to). Fails before any engine
     starts if the partition is impossible (empty hospitals)."""
-    parts = partition(store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha)
+    parts = partition(
+        store.labels("train"), settings.clients, settings.partition, settings.train_config.seed, alpha=settings.alpha
+    )
     sizes = [len(part) for part in parts]
-    return dataclasses.replace(settings, images=dict(enumerate(sizes)), secagg=secure_settings(secagg, settings.weighting, sizes))
+    return dataclasses.replace(
+        settings, images=dict(enumerate(sizes)), secagg=secure_settings(secagg, settings.weighting, sizes)
+    )
 
 
 def secure_settings(secagg: SecAggSettings | None, weighting: str, sizes: list[int]) -> SecAggSettings | None:
@@ -127,30 +168,67 @@ def federate(
     if weighting not in WEIGHTINGS:
         raise FedGANError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     if client_dp and (weighting != "unweighted" or secagg):
-        raise FedGANError("client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with --secagg")
+        raise FedGANError(
+            "client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with "
+            "--secagg"
+        )
     if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients or round_timeout <= 0:
-        raise FedGANError("need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients and --round-timeout > 0")
+        raise FedGANError(
+            "need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients and --round-timeout > 0"
+        )
     check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction)
     check_disclosure(disclose)
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
     check_private_model(config, train_config)
-    settings = FederationSettings(store_path, run, clients, partition_kind, rounds, config, train_config, alpha, fraction, weighting,
-                                  min_successful, client_cpus, client_dp=client_dp, algorithm=algorithm, round_timeout=round_timeout,
-                                  disclose=disclose)
+    settings = FederationSettings(
+        store_path,
+        run,
+        clients,
+        partition_kind,
+        rounds,
+        config,
+        train_config,
+        alpha,
+        fraction,
+        weighting,
+        min_successful,
+        client_cpus,
+        client_dp=client_dp,
+        algorithm=algorithm,
+        round_timeout=round_timeout,
+        disclose=disclose,
+    )
     settings = with_partition_sizes(store, settings, secagg)
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
     run.mkdir(parents=True, exist_ok=True)
-    write_run_record(run, seed=train_config.seed, stores={"train": store_path}, config={
-        "federation": {"clients": clients, "partition": partition_kind, "rounds": rounds, "alpha": alpha, "fraction": fraction,
-                       "weighting": weighting, "min-successful": min_successful, "client-cpus": client_cpus, "round-timeout": round_timeout,
-                       "disclose": list(settings.disclosed()),
-                       "init": str(init) if init else ""},
-        **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
-        **({"client-dp": to_dict(client_dp)} if client_dp else {}),
-        "algorithm": to_dict(algorithm), "model": to_dict(config), "train": to_dict(train_config)})
+    write_run_record(
+        run,
+        seed=train_config.seed,
+        stores={"train": store_path},
+        config={
+            "federation": {
+                "clients": clients,
+                "partition": partition_kind,
+                "rounds": rounds,
+                "alpha": alpha,
+                "fraction": fraction,
+                "weighting": weighting,
+                "min-successful": min_successful,
+                "client-cpus": client_cpus,
+                "round-timeout": round_timeout,
+                "disclose": list(settings.disclosed()),
+                "init": str(init) if init else "",
+            },
+            **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
+            **({"client-dp": to_dict(client_dp)} if client_dp else {}),
+            "algorithm": to_dict(algorithm),
+            "model": to_dict(config),
+            "train": to_dict(train_config),
+        },
+    )
     run_engine(settings, global_weights(state), 0)
     return run
 
@@ -165,13 +243,24 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
     total = rounds if rounds is not None else int(data["extra"]["rounds"])  # the latest target, after any extension
     if done >= total:
         raise FedGANError(f"{run}: already completed {done} of {total} rounds (pass --rounds to extend it)")
-    settings = FederationSettings(Path(record["data"]["train"]["path"]), run, int(fed["clients"]), str(fed["partition"]), total,
-                                  state.model_config, train_config, float(fed["alpha"]), float(fed["fraction"]),
-                                  str(fed["weighting"]), int(fed["min-successful"]), int(fed["client-cpus"]),
-                                  client_dp=from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
-                                  algorithm=from_dict(AlgorithmConfig, record["config"].get("algorithm", {})),
-                                  round_timeout=float(fed.get("round-timeout", 3600.0)),
-                                  disclose=tuple(fed.get("disclose", ("losses", "grades"))))
+    settings = FederationSettings(
+        Path(record["data"]["train"]["path"]),
+        run,
+        int(fed["clients"]),
+        str(fed["partition"]),
+        total,
+        state.model_config,
+        train_config,
+        float(fed["alpha"]),
+        float(fed["fraction"]),
+        str(fed["weighting"]),
+        int(fed["min-successful"]),
+        int(fed["client-cpus"]),
+        client_dp=from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
+        algorithm=from_dict(AlgorithmConfig, record["config"].get("algorithm", {})),
+        round_timeout=float(fed.get("round-timeout", 3600.0)),
+        disclose=tuple(fed.get("disclose", ("losses", "grades"))),
+    )
     secagg = from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None
     settings = with_partition_sizes(Store(settings.store), settings, secagg)
     log.info("resuming %s after round %d of %d", run, done, total)

@@ -41,32 +41,56 @@ def state_folder(config: Mapping[str, Any], context: Context, partition_id: int)
     node = context.node_config
     if "data-dir" in node:
         if keys.NODE_STATE_DIR not in node:
-            raise ValueError("mdgan keeps this hospital's discriminator on its own disk: start the SuperNode with "
-                             "--node-config \"data-dir=... state-dir=/a/private/folder\"")
+            raise ValueError(
+                "mdgan keeps this hospital's discriminator on its own disk: start the SuperNode with "
+                '--node-config "data-dir=... state-dir=/a/private/folder"'
+            )
         return Path(str(node[keys.NODE_STATE_DIR]))
     return Path(str(config[keys.HOSPITAL_STATE])) / f"hospital-{partition_id}"
 
 
-def new_judge(model_config: GANConfig, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor,
-              start: Mapping[str, torch.Tensor] | None) -> Judge:
+def new_judge(
+    model_config: GANConfig,
+    config: TrainConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    start: Mapping[str, torch.Tensor] | None,
+) -> Judge:
     """A hospital's judge from the run's starting discriminator weights (None: loaded next)."""
     discriminator = Discriminator(model_config).to(resolve_device("auto"))
     if start is not None:
         discriminator.load_state_dict(dict(start))
-    optimiser = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator, betas=(config.beta1, config.beta2))
+    optimiser = torch.optim.Adam(
+        discriminator.parameters(), lr=config.lr_discriminator, betas=(config.beta1, config.beta2)
+    )
     if config.private:
         raise ValueError("mdgan does not run DP-SGD on the hospitals' discriminators yet (see docs/federation.md)")
-    return Judge(DiscriminatorSide(discriminator, optimiser), images, labels, config, augment_generator(config.seed),
-                 conditional=model_config.conditional)
+    return Judge(
+        DiscriminatorSide(discriminator, optimiser),
+        images,
+        labels,
+        config,
+        augment_generator(config.seed),
+        conditional=model_config.conditional,
+    )
 
 
 def save_judge(folder: Path, judge: Judge, position: tuple[int, int], keep: int, snapshot: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save({"discriminator": judge.side.discriminator.state_dict(), "optimiser": judge.side.optimiser.state_dict(),
-                "augment": judge.augment.get_state(), "epoch": judge.epoch, "cursor": judge.cursor, "steps": judge.steps,
-                "grade_cursor": torch.tensor([judge.grade_cursor.get(g, 0) for g in range(NUM_GRADES)]),
-                "position": list(position)}, buffer)
+    torch.save(
+        {
+            "discriminator": judge.side.discriminator.state_dict(),
+            "optimiser": judge.side.optimiser.state_dict(),
+            "augment": judge.augment.get_state(),
+            "epoch": judge.epoch,
+            "cursor": judge.cursor,
+            "steps": judge.steps,
+            "grade_cursor": torch.tensor([judge.grade_cursor.get(g, 0) for g in range(NUM_GRADES)]),
+            "position": list(position),
+        },
+        buffer,
+    )
     write_bytes_atomic(folder / CURRENT, buffer.getvalue())
     if snapshot:
         write_bytes_atomic(folder / f"round-{position[0]:04d}.pt", buffer.getvalue())
@@ -79,8 +103,10 @@ def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> No
     found = tuple(data["position"])
     if found != (round_number, exchange - 1) and not (exchange == 0 and found[0] == round_number - 1):
         expected = (round_number, exchange - 1) if exchange else (round_number - 1, "last")
-        raise ValueError(f"{path}: this hospital's discriminator is at round/exchange {tuple(data['position'])}, "
-                         f"the server continues from {expected}")
+        raise ValueError(
+            f"{path}: this hospital's discriminator is at round/exchange {tuple(data['position'])}, "
+            f"the server continues from {expected}"
+        )
     judge.side.discriminator.load_state_dict(data["discriminator"])
     judge.side.optimiser.load_state_dict(data["optimiser"])
     judge.augment.set_state(data["augment"])
@@ -93,8 +119,9 @@ def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> No
 JUDGES: dict[Path, tuple[tuple[int, int], Judge]] = {}
 
 
-def judge_for(config: Mapping[str, Any], context: Context, train_config: TrainConfig,
-              starting: Mapping[str, torch.Tensor]) -> tuple[Judge, Path, int]:
+def judge_for(
+    config: Mapping[str, Any], context: Context, train_config: TrainConfig, starting: Mapping[str, torch.Tensor]
+) -> tuple[Judge, Path, int]:
     model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
     images, labels, partition_id = local_data(config, context, train_config.seed)
     folder = state_folder(config, context, partition_id)
@@ -103,13 +130,17 @@ def judge_for(config: Mapping[str, Any], context: Context, train_config: TrainCo
     cached = JUDGES.get(folder)
     if cached is not None and cached[0] == previous:
         return cached[1], folder, partition_id
-    own = dataclasses.replace(train_config, seed=train_config.seed * 1_000_003 + partition_id)  # this hospital's order and draws
+    own = dataclasses.replace(
+        train_config, seed=train_config.seed * 1_000_003 + partition_id
+    )  # this hospital's order and draws
     if starting:  # the run's first exchange: the server's starting discriminator
         return new_judge(model_config, own, images, labels, starting), folder, partition_id
     judge = new_judge(model_config, own, images, labels, None)
     path = folder / (CURRENT if exchange > 0 else f"round-{round_number - 1:04d}.pt")
     if not path.exists():
-        raise ValueError(f"{path}: this hospital holds no discriminator to continue from (state lost, or it joined mid-run)")
+        raise ValueError(
+            f"{path}: this hospital holds no discriminator to continue from (state lost, or it joined mid-run)"
+        )
     load_judge(path, judge, round_number, exchange)
     return judge, folder, partition_id
 
@@ -121,9 +152,15 @@ def judge(msg: Message, context: Context) -> Message:
     if keys.THREADS in config:
         torch.set_num_threads(int(config[keys.THREADS]))
     arrays = msg.content[keys.ARRAYS]
-    starting = {k[len(keys.DISCRIMINATOR_PREFIX):]: arrays[k].numpy() for k in arrays if k.startswith(keys.DISCRIMINATOR_PREFIX)}
+    starting = {
+        k[len(keys.DISCRIMINATOR_PREFIX) :]: arrays[k].numpy()
+        for k in arrays
+        if k.startswith(keys.DISCRIMINATOR_PREFIX)
+    }
     train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
-    hospital, folder, partition_id = judge_for(config, context, train_config, {k: torch.from_numpy(v) for k, v in starting.items()})
+    hospital, folder, partition_id = judge_for(
+        config, context, train_config, {k: torch.from_numpy(v) for k, v in starting.items()}
+    )
     fakes = torch.from_numpy(arrays[keys.FAKES].numpy())
     grades = torch.from_numpy(arrays[keys.FAKE_GRADES].numpy()).long()
     steps = arrays[keys.STEP_INDEX].numpy()
@@ -138,11 +175,19 @@ def judge(msg: Message, context: Context) -> Message:
     position = (int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE]))
     save_judge(folder, hospital, position, train_config.keep_checkpoints, bool(config[keys.LAST_EXCHANGE]))
     JUDGES[folder] = (position, hospital)
-    metrics = {keys.PARTITION_ID: partition_id, keys.STEPS: len(stats), keys.SECONDS: time.perf_counter() - started,
-               keys.D_LOSS: float(np.mean([s.d_loss for s in stats])) if stats else 0.0,
-               keys.G_LOSS: float(np.mean([s.g_loss for s in stats])) if stats else 0.0}
-    return Message(content=RecordDict({keys.ARRAYS: ArrayRecord({keys.GRADIENTS: Array(gradients.numpy())}),
-                                       keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
+    metrics = {
+        keys.PARTITION_ID: partition_id,
+        keys.STEPS: len(stats),
+        keys.SECONDS: time.perf_counter() - started,
+        keys.D_LOSS: float(np.mean([s.d_loss for s in stats])) if stats else 0.0,
+        keys.G_LOSS: float(np.mean([s.g_loss for s in stats])) if stats else 0.0,
+    }
+    return Message(
+        content=RecordDict(
+            {keys.ARRAYS: ArrayRecord({keys.GRADIENTS: Array(gradients.numpy())}), keys.METRICS: MetricRecord(metrics)}
+        ),
+        reply_to=msg,
+    )
 
 
 def grades(msg: Message, context: Context) -> Message:
@@ -150,5 +195,9 @@ def grades(msg: Message, context: Context) -> Message:
     config = msg.content[keys.CONFIG]
     _, labels, partition_id = local_data(config, context, int(json.loads(str(config[keys.TRAIN_CONFIG]))["seed"]))
     counts = {keys.GRADE_COUNT.format(g): int((labels == g).sum()) for g in range(NUM_GRADES)}
-    return Message(content=RecordDict({keys.METRICS: MetricRecord({keys.PARTITION_ID: partition_id, keys.NUM_EXAMPLES: len(labels),
-                                                                   **counts})}), reply_to=msg)
+    return Message(
+        content=RecordDict(
+            {keys.METRICS: MetricRecord({keys.PARTITION_ID: partition_id, keys.NUM_EXAMPLES: len(labels), **counts})}
+        ),
+        reply_to=msg,
+    )

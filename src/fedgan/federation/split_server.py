@@ -43,17 +43,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def hospital_grades(grid: Grid, nodes: list[int], settings: FederationSettings) -> dict[int, dict[str, Any]]:
     """Each node's partition id, images and images per grade."""
     config = settings.round_config()
-    queries = [Message(RecordDict({keys.CONFIG: config}), dst_node_id=node, message_type=f"{MessageType.QUERY}.{keys.GRADES}")
-               for node in nodes]
+    queries = [
+        Message(RecordDict({keys.CONFIG: config}), dst_node_id=node, message_type=f"{MessageType.QUERY}.{keys.GRADES}")
+        for node in nodes
+    ]
     replies = list(grid.send_and_receive(queries, timeout=settings.round_timeout))
     failed = [short_reason(r.error.reason) for r in replies if r.has_error()]
     if failed:
         raise RoundFailed(f"a hospital could not report its grades: {failed[0]}")
     hospitals = {r.metadata.src_node_id: dict(r.content[keys.METRICS]) for r in replies}
-    for node, info in hospitals.items():  # the per-grade weights come from these counts: they must add up to the server's
+    for (
+        node,
+        info,
+    ) in hospitals.items():  # the per-grade weights come from these counts: they must add up to the server's
         grades = [int(info.get(keys.GRADE_COUNT.format(g), -1)) for g in range(NUM_GRADES)]
         problem = weight_problem(info, "examples", settings.images)
         if problem is None and (min(grades) < 0 or sum(grades) != int(info[keys.NUM_EXAMPLES])):
@@ -76,12 +82,24 @@ class Tally:
         self.sent = 0
 
     def metrics(self) -> dict[str, Any]:
-        return {**self.info, keys.STEPS: self.steps, keys.SECONDS: self.seconds, keys.D_LOSS: float(np.mean(self.d_losses)),
-                keys.G_LOSS: float(np.mean(self.g_losses)), keys.BYTES_RECEIVED: self.received, keys.BYTES_SENT: self.sent}
+        return {
+            **self.info,
+            keys.STEPS: self.steps,
+            keys.SECONDS: self.seconds,
+            keys.D_LOSS: float(np.mean(self.d_losses)),
+            keys.G_LOSS: float(np.mean(self.g_losses)),
+            keys.BYTES_RECEIVED: self.received,
+            keys.BYTES_SENT: self.sent,
+        }
 
 
-def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder, initial: OrderedDict[str, torch.Tensor],
-              resumed: dict[str, Any]) -> None:
+def run_split(
+    grid: Grid,
+    settings: FederationSettings,
+    recorder: RoundRecorder,
+    initial: OrderedDict[str, torch.Tensor],
+    resumed: dict[str, Any],
+) -> None:
     """Rounds start_round+1 .. settings.rounds of mdgan."""
     if recorder.start_round:  # the generator's optimiser and noise stream continue exactly
         recorder.state, _ = restore_state(read_checkpoint(settings.run / "checkpoints" / LATEST), torch.device("cpu"))
@@ -90,18 +108,30 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
     state, train = recorder.state, settings.train_config
     nodes = connected_nodes(grid, settings.clients, settings.round_timeout)
     hospitals = hospital_grades(grid, nodes, settings)
-    counts = {node: [int(info[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)] for node, info in hospitals.items()}
+    counts = {
+        node: [int(info[keys.GRADE_COUNT.format(g)]) for g in range(NUM_GRADES)] for node, info in hospitals.items()
+    }
     images = sum(int(info[keys.NUM_EXAMPLES]) for info in hospitals.values())
     conditional = state.model_config.conditional
     pooled = torch.tensor(np.sum(list(counts.values()), axis=0), dtype=torch.float64) if conditional else None
     batch = min(train.batch_size, images)
     steps = max(1, train.epochs * (images // batch))
-    starting = {f"{keys.DISCRIMINATOR_PREFIX}{k}": Array(v.detach().cpu().numpy()) for k, v in state.discriminator.state_dict().items()}
-    log.info("mdgan: %d hospitals, %d images, %d generator steps per round in exchanges of %d", len(nodes), images, steps,
-             settings.algorithm.pack)
+    starting = {
+        f"{keys.DISCRIMINATOR_PREFIX}{k}": Array(v.detach().cpu().numpy())
+        for k, v in state.discriminator.state_dict().items()
+    }
+    log.info(
+        "mdgan: %d hospitals, %d images, %d generator steps per round in exchanges of %d",
+        len(nodes),
+        images,
+        steps,
+        settings.algorithm.pack,
+    )
     base = dict(settings.round_config())  # built once: the model and training configs travel as JSON in every exchange
     recorder.end_round(0, {})
-    previous_median: float | None = None  # per-image gradient norm of the last exchange: the reference for a bound when few answer
+    previous_median: float | None = (
+        None  # per-image gradient norm of the last exchange: the reference for a bound when few answer
+    )
     for server_round in range(1, settings.rounds - recorder.start_round + 1):
         global_round = recorder.start_round + server_round
         tallies = {node: Tally(hospitals[node]) for node in nodes}
@@ -113,15 +143,30 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
             chosen = {node: [judged_by(counts[node], labels, batch) for _, labels, _ in draws] for node in tallies}
             messages = []
             for node, picks in chosen.items():
-                arrays = {keys.FAKES: Array(torch.cat([fakes[p] for (_, _, fakes), p in zip(draws, picks, strict=True)]).numpy()),
-                          keys.FAKE_GRADES: Array(np.concatenate([(labels[p].numpy() if labels is not None else np.zeros(len(p), np.int64))
-                                                                  for (_, labels, _), p in zip(draws, picks, strict=True)])),
-                          keys.STEP_INDEX: Array(np.concatenate([np.full(len(p), j, np.int64) for j, p in enumerate(picks)]))}
+                arrays = {
+                    keys.FAKES: Array(
+                        torch.cat([fakes[p] for (_, _, fakes), p in zip(draws, picks, strict=True)]).numpy()
+                    ),
+                    keys.FAKE_GRADES: Array(
+                        np.concatenate(
+                            [
+                                (labels[p].numpy() if labels is not None else np.zeros(len(p), np.int64))
+                                for (_, labels, _), p in zip(draws, picks, strict=True)
+                            ]
+                        )
+                    ),
+                    keys.STEP_INDEX: Array(np.concatenate([np.full(len(p), j, np.int64) for j, p in enumerate(picks)])),
+                }
                 if global_round == 1 and exchange == 0:
                     arrays |= starting
                 tallies[node].received += sum(a.numpy().nbytes for a in arrays.values())
-                messages.append(Message(RecordDict({keys.ARRAYS: ArrayRecord(arrays), keys.CONFIG: config}), dst_node_id=node,
-                                        message_type=f"{MessageType.TRAIN}.{keys.JUDGE}"))
+                messages.append(
+                    Message(
+                        RecordDict({keys.ARRAYS: ArrayRecord(arrays), keys.CONFIG: config}),
+                        dst_node_id=node,
+                        message_type=f"{MessageType.TRAIN}.{keys.JUDGE}",
+                    )
+                )
             replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
             answered = {}
             for reply in replies:
@@ -134,7 +179,13 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
                 gradients = torch.from_numpy(reply.content[keys.ARRAYS][keys.GRADIENTS].numpy())
                 expected = (sum(len(p) for p in chosen[node]), *draws[0][2].shape[1:])
                 if tuple(gradients.shape) != expected or not torch.isfinite(gradients).all():
-                    failed.append((node, f"rejected: gradients of shape {tuple(gradients.shape)} (expected {expected}) or not finite"))
+                    failed.append(
+                        (
+                            node,
+                            f"rejected: gradients of shape {tuple(gradients.shape)} (expected {expected}) or not "
+                            "finite",
+                        )
+                    )
                     tallies.pop(node)
                     continue
                 tally.sent += gradients.numpy().nbytes
@@ -145,15 +196,20 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
                 answered[node] = gradients
             late = [node for node in tallies if node not in answered]
             norms = {node: float(g.norm()) / max(len(g), 1) ** 0.5 for node, g in answered.items()}  # per image
-            for node, reason in [*((n, f"no reply within the round timeout ({settings.round_timeout:g} s)") for n in late),
-                                 *((n, f"rejected: {r}") for n, r in oversized(norms, previous_median).items())]:
+            for node, reason in [
+                *((n, f"no reply within the round timeout ({settings.round_timeout:g} s)") for n in late),
+                *((n, f"rejected: {r}") for n, r in oversized(norms, previous_median).items()),
+            ]:
                 failed.append((node, reason))
                 tallies.pop(node)
                 answered.pop(node, None)
                 norms.pop(node, None)
             previous_median = float(np.median(list(norms.values()))) if norms else previous_median
             if len(tallies) < settings.min_successful:
-                raise RoundFailed(f"round {global_round}: only {len(tallies)} hospital(s) answered, {settings.min_successful} required")
+                raise RoundFailed(
+                    f"round {global_round}: only {len(tallies)} hospital(s) answered, {settings.min_successful} "
+                    "required"
+                )
             shares = grade_weights({node: counts[node] for node in answered}, NUM_GRADES) if conditional else None
             total_images = sum(int(hospitals[node][keys.NUM_EXAMPLES]) for node in answered)
             offsets = dict.fromkeys(answered, 0)
@@ -161,8 +217,11 @@ def run_split(grid: Grid, settings: FederationSettings, recorder: RoundRecorder,
                 answers = []
                 for node, gradients in answered.items():
                     pick = chosen[node][j]
-                    weight = (shares[node][labels[pick]] if shares is not None
-                              else torch.full((len(pick),), int(hospitals[node][keys.NUM_EXAMPLES]) / total_images))
+                    weight = (
+                        shares[node][labels[pick]]
+                        if shares is not None
+                        else torch.full((len(pick),), int(hospitals[node][keys.NUM_EXAMPLES]) / total_images)
+                    )
                     answers.append((pick, weight, gradients[offsets[node] : offsets[node] + len(pick)]))
                     offsets[node] += len(pick)
                 generator_step(state, z, labels, combine(batch, answers, tuple(fakes.shape[1:])))

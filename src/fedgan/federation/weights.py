@@ -44,7 +44,7 @@ def load_global_weights(state: GANState, flat: dict[str, torch.Tensor]) -> None:
     for name, module in networks(state).items():
         current = module.state_dict()
         prefix = f"{name}."
-        update = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        update = {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
         missing = [k for k, v in current.items() if v.is_floating_point() and k not in update]
         if missing:
             raise ValueError(f"global weights lack {name}.{missing[0]}")

@@ -62,7 +62,9 @@ class GANConfig:
         if self.upsample not in UPSAMPLES:
             raise FedGANError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
         if self.generator_width >> self.blocks < 1:
-            raise FedGANError(f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks")
+            raise FedGANError(
+                f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks"
+            )
         if min(self.latent_dim, self.channels, self.discriminator_width) < 1 or self.num_classes < 0:
             raise FedGANError("latent-dim, channels and discriminator-width must be positive, num-classes >= 0")
 
@@ -104,7 +106,9 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         width = config.generator_width
-        self.project = nn.Linear(config.latent_dim, width * 4 * 4, bias=False)  # (N, width*16) -> reshaped to width x 4 x 4
+        self.project = nn.Linear(
+            config.latent_dim, width * 4 * 4, bias=False
+        )  # (N, width*16) -> reshaped to width x 4 x 4
         self.embed = nn.Embedding(config.num_classes, width * 4 * 4) if config.conditional else None  # per-grade offset
         self.project_norm = norm_layer(config.norm, width)
         layers: list[nn.Module] = []

@@ -20,12 +20,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display: reports are built on servers
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
 import cv2  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedgan.atomic import write_text_atomic  # noqa: E402
 from fedgan.errors import FedGANError  # noqa: E402
@@ -39,15 +38,19 @@ table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; } th { background: #f4f4f4; }
 td:first-child, th:first-child { text-align: left; }
 .grids { display: flex; flex-wrap: wrap; gap: 1em; } figure { margin: 0; text-align: center; font-size: .85em; }
-img { image-rendering: pixelated; max-width: 100%; } .muted { color: #777; } code { background: #f4f4f4; padding: 0 .2em; }
+img { image-rendering: pixelated; max-width: 100%; } .muted { color: #777; }
+code { background: #f4f4f4; padding: 0 .2em; }
 """
 
 #: what each `--disclose` choice reveals, in the report's words
 DISCLOSURE_NOTES = {"grades": "its images per grade", "losses": "its mean losses, steps and seconds per round"}
 METRIC_NOTES = {
-    "fd": "Fréchet distance (lower is better)", "kid": "kernel inception-style distance, unbiased (lower is better)",
-    "precision": "share of generated samples on the real manifold", "recall": "share of real samples on the generated manifold",
-    "density": "real neighbourhoods per generated sample / k (1 ≈ real)", "coverage": "share of real neighbourhoods reached",
+    "fd": "Fréchet distance (lower is better)",
+    "kid": "kernel inception-style distance, unbiased (lower is better)",
+    "precision": "share of generated samples on the real manifold",
+    "recall": "share of real samples on the generated manifold",
+    "density": "real neighbourhoods per generated sample / k (1 ≈ real)",
+    "coverage": "share of real neighbourhoods reached",
     "realism_score": "mean per-sample realism (Kynkäänniemi et al.; > 1 inside the real manifold)",
 }
 
@@ -66,8 +69,12 @@ def img(data: str, alt: str, width: int | None = None) -> str:
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell if isinstance(cell, Markup) else html.escape(str(cell))}</td>" for cell in row) + "</tr>"
-                   for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{cell if isinstance(cell, Markup) else html.escape(str(cell))}</td>" for cell in row)
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -97,7 +104,14 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
                 clients[r["client"]].append(r)
         for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
             for client, rows in sorted(clients.items()):
-                ax.plot([r["round"] for r in rows], [r[key] for r in rows], lw=1, alpha=.6, marker=".", label=f"hospital {client}")
+                ax.plot(
+                    [r["round"] for r in rows],
+                    [r[key] for r in rows],
+                    lw=1,
+                    alpha=0.6,
+                    marker=".",
+                    label=f"hospital {client}",
+                )
             done = [r for r in aggregates if r.get(key) is not None]
             ax.plot([r["round"] for r in done], [r[key] for r in done], color="black", lw=2.2, marker="o", label="mean")
             ax.set(title=f"{name} loss", xlabel="round")
@@ -108,14 +122,20 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
         for r in lines:
             epochs[r["epoch"]].append(r)
         for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
-            ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=.6, alpha=.4, label="step")
-            ax.plot([rows[-1]["step"] for rows in epochs.values()], [sum(r[key] for r in rows) / len(rows) for rows in epochs.values()],
-                    color="black", lw=2, marker="o", label="epoch mean")
+            ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=0.6, alpha=0.4, label="step")
+            ax.plot(
+                [rows[-1]["step"] for rows in epochs.values()],
+                [sum(r[key] for r in rows) / len(rows) for rows in epochs.values()],
+                color="black",
+                lw=2,
+                marker="o",
+                label="epoch mean",
+            )
             ax.set(title=f"{name} loss", xlabel="step")
         caption = "Training losses per step and their mean per epoch."
     axes[0].legend(fontsize=7, ncol=2)
     for ax in axes:
-        ax.grid(alpha=.3)
+        ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds and steps are whole numbers
     return png(fig), caption
 
@@ -140,10 +160,13 @@ def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
     axes[1].set(xlabel="training seconds", title="KID against wall time")
     axes[0].legend(fontsize=8)
     for ax in axes:
-        ax.grid(alpha=.3)
-    caption = (f"KID of {'the global model after each round' if federated else 'the moving-average generator every few steps'} on a "
-               "fixed-noise sample, against the real training split, with the store's fixed evaluator (lower is better). "
-               "checkpoints/best holds the lowest structure KID.")
+        ax.grid(alpha=0.3)
+    caption = (
+        f"KID of {'the global model after each round' if federated else 'the moving-average generator every few steps'}"
+        " on a "
+        "fixed-noise sample, against the real training split, with the store's fixed evaluator (lower is better). "
+        "checkpoints/best holds the lowest structure KID."
+    )
     return png(fig), caption
 
 
@@ -153,12 +176,18 @@ def grids(run: Path, most: int = 6) -> str:
         return '<p class="muted">No sample grids in this run.</p>'
     count = min(most, len(files))  # evenly spaced over the run, first and last included
     picked = sorted({files[round(i * (len(files) - 1) / max(count - 1, 1))] for i in range(count)})
-    small = "".join(f"<figure>{img(base64.b64encode(f.read_bytes()).decode(), f.stem, 170)}<figcaption>{f.stem}</figcaption></figure>"
-                    for f in picked[:-1])
+    small = "".join(
+        f"<figure>{img(base64.b64encode(f.read_bytes()).decode(), f.stem, 170)}"
+        f"<figcaption>{f.stem}</figcaption></figure>"
+        for f in picked[:-1]
+    )
     final = files[-1]
-    return (f'<div class="grids">{small}</div><h3>Final: {final.stem}</h3>'
-            f"{img(base64.b64encode(final.read_bytes()).decode(), final.stem, 520)}"
-            '<p class="muted">Fixed noise: the same latent vectors in every grid; conditional models show one row per grade 0–4.</p>')
+    return (
+        f'<div class="grids">{small}</div><h3>Final: {final.stem}</h3>'
+        f"{img(base64.b64encode(final.read_bytes()).decode(), final.stem, 520)}"
+        '<p class="muted">Fixed noise: the same latent vectors in every grid; conditional models show one row per '
+        "grade 0–4.</p>"
+    )
 
 
 def hospitals_table(lines: list[dict[str, Any]], record: dict[str, Any]) -> str:
@@ -167,13 +196,29 @@ def hospitals_table(lines: list[dict[str, Any]], record: dict[str, Any]) -> str:
     if not rows:
         return ""
     federation = record.get("config", {}).get("federation", {})
-    revealed = ["its image count (its weight)", *(DISCLOSURE_NOTES[d] for d in federation["disclose"])] if "disclose" in federation else []
-    out = (f"<p>Each hospital revealed to the coordinator: {html.escape('; '.join(revealed))}, besides the model updates "
-           "(or, for mdgan, the gradients) of every round.</p>") if revealed else ""
+    revealed = (
+        ["its image count (its weight)", *(DISCLOSURE_NOTES[d] for d in federation["disclose"])]
+        if "disclose" in federation
+        else []
+    )
+    out = (
+        (
+            f"<p>Each hospital revealed to the coordinator: {html.escape('; '.join(revealed))}, besides the model "
+            "updates "
+            "(or, for mdgan, the gradients) of every round.</p>"
+        )
+        if revealed
+        else ""
+    )
     grades = all("grades" in r for r in rows)
-    return out + f"<h3>Images{' per grade' if grades else ''} per hospital</h3>" + table(
-        ["hospital", "images", *((f"grade {g}" for g in range(5)) if grades else ())],
-        [[r["client"], r["examples"], *(r["grades"] if grades else ())] for r in rows])
+    return (
+        out
+        + f"<h3>Images{' per grade' if grades else ''} per hospital</h3>"
+        + table(
+            ["hospital", "images", *((f"grade {g}" for g in range(5)) if grades else ())],
+            [[r["client"], r["examples"], *(r["grades"] if grades else ())] for r in rows],
+        )
+    )
 
 
 def left_out(lines: list[dict[str, Any]]) -> str:
@@ -185,8 +230,12 @@ def left_out(lines: list[dict[str, Any]]) -> str:
     if not reasons:
         return ""
     return "<h3>Hospital replies left out</h3>" + table(
-        ["reason", "replies", "rounds"], [[reason, len(rounds), ", ".join(map(str, sorted(set(rounds))))]
-                                          for reason, rounds in sorted(reasons.items(), key=lambda item: -len(item[1]))])
+        ["reason", "replies", "rounds"],
+        [
+            [reason, len(rounds), ", ".join(map(str, sorted(set(rounds))))]
+            for reason, rounds in sorted(reasons.items(), key=lambda item: -len(item[1]))
+        ],
+    )
 
 
 def timings(lines: list[dict[str, Any]]) -> str:
@@ -195,24 +244,40 @@ def timings(lines: list[dict[str, Any]]) -> str:
         sent = sum(r.get("bytes_sent", 0) for r in lines if "client" in r)
         received = sum(r.get("bytes_received", 0) for r in lines if "client" in r)
         failed = sum(r.get("failed", 0) for r in aggregates)
-        rows = [["rounds", len(aggregates)], ["seconds per round (mean)", fmt(sum(r["seconds"] for r in aggregates) / len(aggregates))],
-                *([["DP epsilon spent (largest over hospitals)", fmt(aggregates[-1]["epsilon"])]] if "epsilon" in aggregates[-1] else []),
-                ["seconds in total", fmt(sum(r["seconds"] for r in aggregates))], ["hospital replies left out", failed],
-                ["MB sent by hospitals", fmt(sent / 1e6)], ["MB received by hospitals", fmt(received / 1e6)]]
+        rows = [
+            ["rounds", len(aggregates)],
+            ["seconds per round (mean)", fmt(sum(r["seconds"] for r in aggregates) / len(aggregates))],
+            *(
+                [["DP epsilon spent (largest over hospitals)", fmt(aggregates[-1]["epsilon"])]]
+                if "epsilon" in aggregates[-1]
+                else []
+            ),
+            ["seconds in total", fmt(sum(r["seconds"] for r in aggregates))],
+            ["hospital replies left out", failed],
+            ["MB sent by hospitals", fmt(sent / 1e6)],
+            ["MB received by hospitals", fmt(received / 1e6)],
+        ]
         return table(["", "value"], rows)
     if lines:
         rate = [r["images_per_s"] for r in lines if "images_per_s" in r]
         lines = [r for r in lines if "d_loss" in r]
-        return table(["", "value"], [["epochs", lines[-1]["epoch"]], ["steps", lines[-1]["step"]],
-                                     ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"],
-                                     *([["DP epsilon spent", fmt(lines[-1]["epsilon"])]] if "epsilon" in lines[-1] else [])])
+        return table(
+            ["", "value"],
+            [
+                ["epochs", lines[-1]["epoch"]],
+                ["steps", lines[-1]["step"]],
+                ["images/s (mean)", fmt(sum(rate) / len(rate)) if rate else "–"],
+                *([["DP epsilon spent", fmt(lines[-1]["epsilon"])]] if "epsilon" in lines[-1] else []),
+            ],
+        )
     return '<p class="muted">No metrics recorded.</p>'
 
 
 def metrics_section(run: Path) -> str:
     path = run / "eval" / "metrics.json"
     if not path.exists():
-        return f'<p class="muted">Not evaluated yet: <code>fedgan evaluate {html.escape(str(run))} --real STORE</code>.</p>'
+        command = f"fedgan evaluate {html.escape(str(run))} --real STORE"
+        return f'<p class="muted">Not evaluated yet: <code>{command}</code>.</p>'
     result = json.loads(path.read_text())
     fidelity, grader = result["fidelity"], result.get("fidelity_grader", {})
 
@@ -220,63 +285,125 @@ def metrics_section(run: Path) -> str:
         v = values.get(name)
         return f"{fmt(v['value'])} ({fmt(v['low'])} – {fmt(v['high'])})" if v else "–"
 
-    out = [f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, with the fixed "
-           f"evaluator <code>{result['evaluator_sha256'][:12]}</code>, made from {result['counts'].get('evaluator', 'the')} held-out "
-           "real images no GAN saw (the other half of the held-out split tests the graders below). Two feature "
-           "spaces: <b>structure</b> (the headline: fixed measurements of layout, sharpness, vessel orientation and tiling "
-           "artefacts, which worsen under blur, checkerboards, missing vessels and repeated images) and <b>grader</b> (a DR "
-           "grade classifier's features: it tracks lesions and is blind to anatomy). Each value is the mean over "
-           f"{result['intervals']['draws']} independently generated sets of that size, with the 95 % interval of their spread.</p>",
-           table(["metric", "structure (headline), 95 % interval", "grader, 95 % interval", "meaning"],
-                 [[name, cell(fidelity, name), cell(grader, name), METRIC_NOTES.get(name, "")] for name in fidelity])]
+    out = [
+        f"<p>{result['counts']['generated']} generated vs {result['counts']['real']} real training images, with the "
+        "fixed "
+        f"evaluator <code>{result['evaluator_sha256'][:12]}</code>, made from "
+        f"{result['counts'].get('evaluator', 'the')} held-out "
+        "real images no GAN saw (the other half of the held-out split tests the graders below). Two feature "
+        "spaces: <b>structure</b> (the headline: fixed measurements of layout, sharpness, vessel orientation and "
+        "tiling "
+        "artefacts, which worsen under blur, checkerboards, missing vessels and repeated images) and <b>grader</b> "
+        "(a DR "
+        "grade classifier's features: it tracks lesions and is blind to anatomy). Each value is the mean over "
+        f"{result['intervals']['draws']} independently generated sets of that size, with the 95 % interval of their "
+        "spread.</p>",
+        table(
+            ["metric", "structure (headline), 95 % interval", "grader, 95 % interval", "meaning"],
+            [[name, cell(fidelity, name), cell(grader, name), METRIC_NOTES.get(name, "")] for name in fidelity],
+        ),
+    ]
     if result.get("fidelity_per_grade"):
-        out.append("<h3>Per grade</h3>" + table(["grade", "FD", "precision", "recall", "coverage", "real", "generated"],
-                                                [[g, fmt(v["fd"]), fmt(v["precision"]), fmt(v["recall"]), fmt(v["coverage"]), v["real"],
-                                                  v["generated"]] for g, v in result["fidelity_per_grade"].items()]))
+        out.append(
+            "<h3>Per grade</h3>"
+            + table(
+                ["grade", "FD", "precision", "recall", "coverage", "real", "generated"],
+                [
+                    [
+                        g,
+                        fmt(v["fd"]),
+                        fmt(v["precision"]),
+                        fmt(v["recall"]),
+                        fmt(v["coverage"]),
+                        v["real"],
+                        v["generated"],
+                    ]
+                    for g, v in result["fidelity_per_grade"].items()
+                ],
+            )
+        )
     if "fid" in result:
-        out.append(f"<p>Standard FID with the supplied Inception weights (<code>{result['fid']['weights_sha256'][:12]}</code>): "
-                   f"<b>{fmt(result['fid']['value'])}</b>.</p>")
+        out.append(
+            "<p>Standard FID with the supplied Inception weights "
+            f"(<code>{result['fid']['weights_sha256'][:12]}</code>): "
+            f"<b>{fmt(result['fid']['value'])}</b>.</p>"
+        )
     if "paper_realism" in result:
-        out.append(f"<p>The paper's realism score (mean sigmoid of one fixed reference discriminator, "
-                   f"<code>{html.escape(result['paper_realism']['reference'])}</code>, on generated images): "
-                   f"<b>{fmt(result['paper_realism']['value'])}</b>. The paper reports 0.43 / 0.37 / 0.36 / 0.35 for "
-                   "3 / 5 / 7 / 10 clients with its own reference.</p>")
+        out.append(
+            f"<p>The paper's realism score (mean sigmoid of one fixed reference discriminator, "
+            f"<code>{html.escape(result['paper_realism']['reference'])}</code>, on generated images): "
+            f"<b>{fmt(result['paper_realism']['value'])}</b>. The paper reports 0.43 / 0.37 / 0.36 / 0.35 for "
+            "3 / 5 / 7 / 10 clients with its own reference.</p>"
+        )
     utility = result["utility"]
     synthetic = utility["synthetic_trained"]
-    rows = [["real images (baseline)", fmt(utility["real_trained"]["accuracy"]), fmt(utility["real_trained"]["kappa"])],
-            ["synthetic images", *((fmt(synthetic["accuracy"]), fmt(synthetic["kappa"])) if "accuracy" in synthetic
-                                   else ("n/a", synthetic["reason"]))],
-            ["the evaluator itself", fmt(utility["evaluator"]["accuracy"]), fmt(utility["evaluator"]["kappa"])]]
-    out.append(f"<h3>Utility: train a grader, test on {utility['test_images']} real held-out images</h3>"
-               + table(["grader trained on", "accuracy", "quadratic weighted kappa"], rows))
+
+    def cells(scores: dict[str, Any]) -> list[str]:
+        if "accuracy" not in scores:
+            return [scores["reason"], "n/a", "n/a"]
+        accuracy = fmt(scores["accuracy"]) + (
+            " (predicts one grade: a majority-class guess)" if scores.get("single_grade") else ""
+        )
+        return [
+            fmt(scores["kappa"]),
+            fmt(scores["balanced_accuracy"]) if "balanced_accuracy" in scores else "–",
+            accuracy,
+        ]
+
+    rows = [
+        ["real images (baseline)", *cells(utility["real_trained"])],
+        ["synthetic images", *cells(synthetic)],
+        ["the evaluator itself", *cells(utility["evaluator"])],
+    ]
+    out.append(
+        f"<h3>Utility: train a grader, test on {utility['test_images']} real held-out images</h3>"
+        + table(["grader trained on", "quadratic weighted kappa", "balanced accuracy", "accuracy"], rows)
+        + '<p class="muted">Kappa and balanced accuracy first: held-out data is mostly grade 0, so plain accuracy '
+        "rewards a grader that always answers 0.</p>"
+    )
     return "".join(out)
 
 
 def privacy_section(run: Path) -> str:
     path = run / "eval" / "privacy.json"
     if not path.exists():
-        return f'<p class="muted">Not audited yet: <code>fedgan audit {html.escape(str(run))} --members STORE --non-members STORE:heldout</code>.</p>'
+        command = f"fedgan audit {html.escape(str(run))} --members STORE --non-members STORE:heldout"
+        return f'<p class="muted">Not audited yet: <code>{command}</code>.</p>'
     result = json.loads(path.read_text())
     rows = []
-    for name, title in (("gan_leaks", "GAN-Leaks, black-box (generated samples)"), ("logan", "LOGAN, white-box (shipped discriminator)")):
+    for name, title in (
+        ("gan_leaks", "GAN-Leaks, black-box (generated samples)"),
+        ("logan", "LOGAN, white-box (shipped discriminator)"),
+    ):
         auc, tpr = result[name]["auc"], result[name]["tpr_at_1pct_fpr"]
-        rows.append([title, f"{fmt(auc['value'])} ({fmt(auc['low'])} – {fmt(auc['high'])})",
-                     f"{fmt(tpr['value'])} ({fmt(tpr['low'])} – {fmt(tpr['high'])})", result[name]["members"]])
+        rows.append(
+            [
+                title,
+                f"{fmt(auc['value'])} ({fmt(auc['low'])} – {fmt(auc['high'])})",
+                f"{fmt(tpr['value'])} ({fmt(tpr['low'])} – {fmt(tpr['high'])})",
+                result[name]["members"],
+            ]
+        )
     memo = result["memorisation"]
-    out = [f"<p>Membership inference: members from <code>{html.escape(result['members'])}</code>, non-members from "
-           f"<code>{html.escape(result['non_members'])}</code>. AUC 0.5 is chance; TPR at 1 % FPR is what an attacker "
-           "gets when false accusations must be rare.</p>",
-           table(["attack", "ROC AUC (95 %)", "TPR at 1 % FPR (95 %)", "images per side"], rows),
-           f"<p>Memorisation: median distance of a generated image to its closest training image "
-           f"{fmt(memo['generated_to_train']['median'])}, of a held-out real image {fmt(memo['heldout_to_train']['median'])} "
-           f"(ratio {fmt(memo['ratio_of_medians'])}; well below 1 would mean copies).</p>"]
+    out = [
+        f"<p>Membership inference: members from <code>{html.escape(result['members'])}</code>, non-members from "
+        f"<code>{html.escape(result['non_members'])}</code>. AUC 0.5 is chance; TPR at 1 % FPR is what an attacker "
+        "gets when false accusations must be rare.</p>",
+        table(["attack", "ROC AUC (95 %)", "TPR at 1 % FPR (95 %)", "images per side"], rows),
+        f"<p>Memorisation: median distance of a generated image to its closest training image "
+        f"{fmt(memo['generated_to_train']['median'])}, of a held-out real image "
+        f"{fmt(memo['heldout_to_train']['median'])} "
+        f"(ratio {fmt(memo['ratio_of_medians'])}; well below 1 would mean copies).</p>",
+    ]
     pairs = run / "eval" / PAIRS_FILE
     if pairs.exists():
         data = np.load(pairs)
         both = torch.from_numpy(np.concatenate([data["generated"], data["train"]]))
         ok, encoded = cv2.imencode(".png", image_grid(both, columns=len(data["generated"])))
-        out.append("<h3>Closest generated (top) and training (bottom) pairs</h3>"
-                   + img(base64.b64encode(encoded.tobytes()).decode(), "closest pairs", 60 * len(data["generated"])))
+        out.append(
+            "<h3>Closest generated (top) and training (bottom) pairs</h3>"
+            + img(base64.b64encode(encoded.tobytes()).decode(), "closest pairs", 60 * len(data["generated"]))
+        )
     return "".join(out)
 
 
@@ -284,11 +411,19 @@ def config_section(record: dict[str, Any]) -> str:
     out = []
     for section, values in record.get("config", {}).items():
         if isinstance(values, dict):
-            out.append(f"<h3>{html.escape(section)}</h3>" + table(["setting", "value"], [[k, fmt(v)] for k, v in values.items()]))
+            out.append(
+                f"<h3>{html.escape(section)}</h3>"
+                + table(["setting", "value"], [[k, fmt(v)] for k, v in values.items()])
+            )
     data = record.get("data", {})
     if data:
-        out.append("<h3>Data</h3>" + table(["store", "path", "manifest sha256"],
-                                           [[name, d["path"], d["manifest-sha256"][:16]] for name, d in data.items()]))
+        out.append(
+            "<h3>Data</h3>"
+            + table(
+                ["store", "path", "manifest sha256"],
+                [[name, d["path"], d["manifest-sha256"][:16]] for name, d in data.items()],
+            )
+        )
     versions = record.get("versions", {})
     out.append(f'<p class="muted">Versions: {html.escape(", ".join(f"{k} {v}" for k, v in versions.items()))}</p>')
     return "".join(out)
@@ -306,20 +441,40 @@ def build_report(run: Path) -> Path:
         hospitals = config.get("federation", {}).get("clients", config.get("federation", {}).get("hospitals", "?"))
         kind += f" ({config.get('algorithm', {}).get('name', 'fedavg')}, {hospitals} hospitals)"
     meta = record.get("run", {})
-    parts = [f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
-             f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
-             f'command <code>{html.escape(str(meta.get("command", "")))}</code></p>',
-             "<h2>Metrics</h2>", metrics_section(run), "<h2>Privacy</h2>", privacy_section(run)]
+    parts = [
+        f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
+        f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
+        f"command <code>{html.escape(str(meta.get('command', '')))}</code></p>",
+        "<h2>Metrics</h2>",
+        metrics_section(run),
+        "<h2>Privacy</h2>",
+        privacy_section(run),
+    ]
     quality = quality_figure(lines)
     if quality:
-        parts += ["<h2>Quality while training</h2>", img(quality[0], "KID curves"), f'<p class="muted">{quality[1]}</p>']
+        parts += [
+            "<h2>Quality while training</h2>",
+            img(quality[0], "KID curves"),
+            f'<p class="muted">{quality[1]}</p>',
+        ]
     if lines:
         figure, caption = loss_figure(lines)
         parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']
-    parts += ["<h2>Samples</h2>", grids(run), "<h2>Timings and communication</h2>", timings(lines), left_out(lines),
-              "<h2>Configuration and data</h2>", hospitals_table(lines, record), config_section(record)]
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN report: {html.escape(run.name)}</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    parts += [
+        "<h2>Samples</h2>",
+        grids(run),
+        "<h2>Timings and communication</h2>",
+        timings(lines),
+        left_out(lines),
+        "<h2>Configuration and data</h2>",
+        hospitals_table(lines, record),
+        config_section(record),
+    ]
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FedGAN report: '
+        f"{html.escape(run.name)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
     out = run / "report.html"
     write_text_atomic(out, page)
     return out

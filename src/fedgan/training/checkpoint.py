@@ -54,13 +54,22 @@ def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any]
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
-        "privacy": {"noise": state.private.noise, "history": [list(h) for h in state.private.history()]} if state.private else None,
+        "privacy": {"noise": state.private.noise, "history": [list(h) for h in state.private.history()]}
+        if state.private
+        else None,
         "extra": extra or {},
     }
 
 
-def save_checkpoint(state: GANState, train_config: TrainConfig, folder: Path, name: str, extra: dict[str, Any] | None = None,
-                    *, latest: bool = True) -> Path:
+def save_checkpoint(
+    state: GANState,
+    train_config: TrainConfig,
+    folder: Path,
+    name: str,
+    extra: dict[str, Any] | None = None,
+    *,
+    latest: bool = True,
+) -> Path:
     """Write `folder/name.pt` and, unless `latest` is False, point `folder/latest` at it."""
     folder.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -104,7 +113,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         return read_checkpoint_file(path.resolve() if path.is_symlink() else path)  # errors name the file, not the link
     except FedGANError as problem:
         broken = path.resolve().name
-        for older in sorted((p for p in path.parent.glob("*-[0-9][0-9][0-9][0-9].pt") if p.name != broken), reverse=True):
+        for older in sorted(
+            (p for p in path.parent.glob("*-[0-9][0-9][0-9][0-9].pt") if p.name != broken), reverse=True
+        ):
             try:
                 data = read_checkpoint_file(older)
             except FedGANError:
@@ -121,12 +132,16 @@ def read_checkpoint_file(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise FedGANError(f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).splitlines()[0][:120]})") from None
+        raise FedGANError(
+            f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FedGANError(f"{path}: not a FedGAN checkpoint")
     if data.get("format_version") != FORMAT_VERSION:
-        raise FedGANError(f"{path}: checkpoint format v{data.get('format_version')} from fedgan {data.get('fedgan_version')} "
-                          f"is not readable by fedgan {__version__} (format v{FORMAT_VERSION})")
+        raise FedGANError(
+            f"{path}: checkpoint format v{data.get('format_version')} from fedgan {data.get('fedgan_version')} "
+            f"is not readable by fedgan {__version__} (format v{FORMAT_VERSION})"
+        )
     return data
 
 
@@ -161,16 +176,29 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
     data = read_checkpoint(path)
     source = GANConfig(**data["model_config"])
     target = state.model_config
-    for field in ("resolution", "channels", "latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample"):
+    for field in (
+        "resolution",
+        "channels",
+        "latent_dim",
+        "generator_width",
+        "discriminator_width",
+        "norm",
+        "spectral_norm",
+        "upsample",
+    ):
         if getattr(source, field) != getattr(target, field):
-            raise FedGANError(f"{path}: cannot initialise from this checkpoint: its {field.replace('_', '-')} is "
-                              f"{getattr(source, field)!r}, this run needs {getattr(target, field)!r}")
+            raise FedGANError(
+                f"{path}: cannot initialise from this checkpoint: its {field.replace('_', '-')} is "
+                f"{getattr(source, field)!r}, this run needs {getattr(target, field)!r}"
+            )
     fresh: list[str] = []
     for name, module in (("generator", state.generator), ("discriminator", state.discriminator)):
         theirs, ours = data[name], module.state_dict()
         for key, value in ours.items():
             if key in theirs and theirs[key].shape != value.shape:
-                raise FedGANError(f"{path}: {name}.{key} has shape {tuple(theirs[key].shape)}, this run needs {tuple(value.shape)}")
+                raise FedGANError(
+                    f"{path}: {name}.{key} has shape {tuple(theirs[key].shape)}, this run needs {tuple(value.shape)}"
+                )
             if key not in theirs:
                 if not key.startswith("embed."):
                     raise FedGANError(f"{path}: {name}.{key} is missing from the checkpoint")

@@ -77,7 +77,9 @@ def make_ema(generator: Generator, config: TrainConfig) -> AveragedModel | None:
     return AveragedModel(generator, avg_fn=ema_average(config.ema_decay), use_buffers=True)
 
 
-def make_optimisers(generator: Generator, discriminator: Discriminator, config: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimisers(
+    generator: Generator, discriminator: Discriminator, config: TrainConfig
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     betas = (config.beta1, config.beta2)
     return (
         torch.optim.Adam(generator.parameters(), lr=config.lr_generator, betas=betas),
@@ -91,8 +93,16 @@ def new_state(model_config: GANConfig, train_config: TrainConfig, device: torch.
     generator, discriminator = (m.to(device) for m in build_models(model_config))
     opt_g, opt_d = make_optimisers(generator, discriminator, train_config)
     parse_policy(train_config.augment)  # an unknown augmentation fails here, before any work
-    return GANState(model_config, generator, discriminator, opt_g, opt_d, noise_generator(train_config.seed),
-                    generator_ema=make_ema(generator, train_config), augment=augment_generator(train_config.seed))
+    return GANState(
+        model_config,
+        generator,
+        discriminator,
+        opt_g,
+        opt_d,
+        noise_generator(train_config.seed),
+        generator_ema=make_ema(generator, train_config),
+        augment=augment_generator(train_config.seed),
+    )
 
 
 def noise_generator(seed: int) -> torch.Generator:
@@ -111,9 +121,17 @@ class StepStats:
         return bool(np.isfinite([self.d_loss, self.g_loss]).all())
 
     @classmethod
-    def of(cls, d_loss: torch.Tensor, g_loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> StepStats:
-        stats = torch.stack([d_loss.detach(), g_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
-                             torch.sigmoid(fake_logits.detach().float()).mean()])
+    def of(
+        cls, d_loss: torch.Tensor, g_loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> StepStats:
+        stats = torch.stack(
+            [
+                d_loss.detach(),
+                g_loss.detach(),
+                torch.sigmoid(real_logits.detach().float()).mean(),
+                torch.sigmoid(fake_logits.detach().float()).mean(),
+            ]
+        )
         return cls(*stats.tolist())  # one device sync per step
 
 
@@ -127,22 +145,32 @@ def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> t
     return z, labels
 
 
-def d_loss_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def d_loss_terms(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The discriminator's loss on real and on fake logits."""
     if config.loss == "hinge":
         return F.relu(1.0 - real_logits.float()).mean(), F.relu(1.0 + fake_logits.float()).mean()
-    return (F.binary_cross_entropy_with_logits(real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32)),
-            F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32)))
+    return (
+        F.binary_cross_entropy_with_logits(
+            real_logits.float(), torch.full_like(real_logits, config.real_label, dtype=torch.float32)
+        ),
+        F.binary_cross_entropy_with_logits(fake_logits.float(), torch.zeros_like(fake_logits, dtype=torch.float32)),
+    )
 
 
 def g_loss_term(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """The generator's loss on the discriminator's logits of its images."""
     if config.loss == "hinge":
         return -logits.float().mean()
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))  # non-saturating
+    return F.binary_cross_entropy_with_logits(
+        logits.float(), torch.ones_like(logits, dtype=torch.float32)
+    )  # non-saturating
 
 
-def r1_penalty(discriminator: Discriminator, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> torch.Tensor:
+def r1_penalty(
+    discriminator: Discriminator, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig
+) -> torch.Tensor:
     """Lazy R1 (Mescheder et al. 2018): gamma/2 E|grad_x D(x)|^2 on real images, scaled by the
     interval so that its average strength does not depend on how often it runs."""
     real = real.detach().requires_grad_(True)
@@ -160,8 +188,15 @@ class DiscriminatorSide:
     optimiser: torch.optim.Adam
     private: PrivateDiscriminator | None = None
 
-    def update(self, real_seen: torch.Tensor, real_labels: torch.Tensor | None, fake_seen: torch.Tensor,
-               fake_labels: torch.Tensor | None, config: TrainConfig, regularise: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def update(
+        self,
+        real_seen: torch.Tensor,
+        real_labels: torch.Tensor | None,
+        fake_seen: torch.Tensor,
+        fake_labels: torch.Tensor | None,
+        config: TrainConfig,
+        regularise: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One D step on augmented real and (detached) fake images; its loss and both logits."""
         with autocast(real_seen.device):
             real_logits = self.discriminator(real_seen, real_labels)
@@ -174,7 +209,9 @@ class DiscriminatorSide:
             self.private.step()
         else:
             self.optimiser.zero_grad(set_to_none=True)
-            (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
+            (
+                d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss
+            ).backward()
             self.optimiser.step()
         return d_loss, real_logits, fake_logits
 
@@ -229,7 +266,9 @@ def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
 OnStep = Callable[[GANState, StepStats, int], None]
 
 
-def train_epoch(state: GANState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, on_step: OnStep | None = None) -> list[StepStats]:
+def train_epoch(
+    state: GANState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, on_step: OnStep | None = None
+) -> list[StepStats]:
     """One pass over `images` (N x C x H x W in [-1, 1], on any device) in full batches.
 
     The last partial batch is dropped, as batch norm statistics of a handful of images are
@@ -256,14 +295,23 @@ def train_epoch(state: GANState, images: torch.Tensor, labels: torch.Tensor, con
 
 
 @torch.no_grad()
-def generate(state: GANState, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+def generate(
+    state: GANState, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Images from given noise with the sampling generator (the EMA when there is one) in eval
     mode (running statistics, no updates)."""
     generator = state.sampler
     was_training = generator.training
     generator.eval()
-    out = [generator(z[i : i + batch_size].to(state.device), None if labels is None else labels[i : i + batch_size].to(state.device)).float().cpu()
-           for i in range(0, len(z), batch_size)]
+    out = [
+        generator(
+            z[i : i + batch_size].to(state.device),
+            None if labels is None else labels[i : i + batch_size].to(state.device),
+        )
+        .float()
+        .cpu()
+        for i in range(0, len(z), batch_size)
+    ]
     generator.train(was_training)
     return torch.cat(out)
 

@@ -48,8 +48,15 @@ def noise_for_target(config: TrainConfig, dataset_size: int, steps: int) -> floa
     """The noise multiplier that spends exactly `dp_epsilon` at `dp_delta` over `steps` updates."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=config.dp_epsilon, target_delta=config.dp_delta,
-                                      sample_rate=sample_rate(config, dataset_size), steps=max(steps, 1), accountant="rdp"))
+    return float(
+        get_noise_multiplier(
+            target_epsilon=config.dp_epsilon,
+            target_delta=config.dp_delta,
+            sample_rate=sample_rate(config, dataset_size),
+            steps=max(steps, 1),
+            accountant="rdp",
+        )
+    )
 
 
 def sample_rate(config: TrainConfig, dataset_size: int) -> float:
@@ -69,8 +76,15 @@ def epsilon(history: History, delta: float) -> float:
 class PrivateDiscriminator:
     """Opacus around one discriminator and its optimiser for one training run (or one round)."""
 
-    def __init__(self, discriminator: Discriminator, optimizer: torch.optim.Optimizer, config: TrainConfig, noise: float,
-                 dataset_size: int, history: History | None = None) -> None:
+    def __init__(
+        self,
+        discriminator: Discriminator,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        noise: float,
+        dataset_size: int,
+        history: History | None = None,
+    ) -> None:
         from opacus import GradSampleModule
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
@@ -78,7 +92,9 @@ class PrivateDiscriminator:
 
         # Harmless: PyTorch notes that a backward hook fires although the discriminator's input
         # (a real image) needs no gradient.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+        warnings.filterwarnings(
+            "ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs"
+        )
         problems = ModuleValidator.validate(discriminator, strict=False)
         if problems:
             raise FedGANError(f"differential privacy cannot train this discriminator ({problems[0]}): use --norm group")
@@ -86,8 +102,13 @@ class PrivateDiscriminator:
         self.rate = sample_rate(config, dataset_size)
         self.delta = config.dp_delta
         self.hooks = GradSampleModule(discriminator, loss_reduction="mean")  # hooks live on the discriminator's layers
-        self.optimizer = DPOptimizer(optimizer, noise_multiplier=noise, max_grad_norm=config.dp_clip,
-                                     expected_batch_size=min(config.batch_size, dataset_size), loss_reduction="mean")
+        self.optimizer = DPOptimizer(
+            optimizer,
+            noise_multiplier=noise,
+            max_grad_norm=config.dp_clip,
+            expected_batch_size=min(config.batch_size, dataset_size),
+            loss_reduction="mean",
+        )
         self.accountant = RDPAccountant()
         self.accountant.history = list(history or [])
 
@@ -120,13 +141,20 @@ def check_private_model(model_config: GANConfig, config: TrainConfig) -> None:
     if not config.private:
         return
     if config.r1_gamma > 0:
-        raise FedGANError("differential privacy cannot run with the R1 penalty (Opacus has no per-sample double backward): set r1-gamma to 0")
+        raise FedGANError(
+            "differential privacy cannot run with the R1 penalty (Opacus has no per-sample double backward): set "
+            "r1-gamma to 0"
+        )
     if model_config.spectral_norm:
-        raise FedGANError("differential privacy cannot train a spectrally normalised discriminator (Opacus has no per-sample "
-                          "gradients through it): add --no-spectral-norm --norm group (model: spectral-norm = false, norm = \"group\")")
+        raise FedGANError(
+            "differential privacy cannot train a spectrally normalised discriminator (Opacus has no per-sample "
+            'gradients through it): add --no-spectral-norm --norm group (model: spectral-norm = false, norm = "group")'
+        )
 
 
-def attach_privacy(state: GANState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None) -> None:
+def attach_privacy(
+    state: GANState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None
+) -> None:
     """Make `state`'s discriminator updates DP-SGD when `config` asks for it.
 
     `total_steps` is what the target epsilon is spread over; `saved` is a checkpoint's "privacy"
@@ -139,7 +167,9 @@ def attach_privacy(state: GANState, config: TrainConfig, dataset_size: int, tota
         noise, history = float(saved["noise"]), [tuple(h) for h in saved["history"]]
     else:
         noise, history = (config.dp_noise or noise_for_target(config, dataset_size, total_steps)), []
-    state.private = PrivateDiscriminator(state.discriminator, state.opt_discriminator, config, noise, dataset_size, history)
+    state.private = PrivateDiscriminator(
+        state.discriminator, state.opt_discriminator, config, noise, dataset_size, history
+    )
 
 
 def privacy_record(state: GANState) -> dict[str, Any] | None:

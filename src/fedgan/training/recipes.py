@@ -33,8 +33,18 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     DEFAULT_RECIPE: ({}, {}),
     "paper": (
         {"spectral_norm": False, "upsample": "transposed", "norm": "batch"},
-        {"loss": "bce", "augment": "", "mirror": False, "ema_decay": 0.0, "r1_gamma": 0.0, "real_label": 0.9, "beta1": 0.5, "beta2": 0.999,
-         "lr_generator": 2e-4, "lr_discriminator": 2e-4},
+        {
+            "loss": "bce",
+            "augment": "",
+            "mirror": False,
+            "ema_decay": 0.0,
+            "r1_gamma": 0.0,
+            "real_label": 0.9,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "lr_generator": 2e-4,
+            "lr_discriminator": 2e-4,
+        },
     ),
 }
 

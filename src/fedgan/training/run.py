@@ -27,7 +27,14 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
-from fedgan.training.checkpoint import BEST, init_from_checkpoint, prune_checkpoints, read_checkpoint, restore_state, save_checkpoint
+from fedgan.training.checkpoint import (
+    BEST,
+    init_from_checkpoint,
+    prune_checkpoints,
+    read_checkpoint,
+    restore_state,
+    save_checkpoint,
+)
 from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.samples import save_samples
@@ -94,15 +101,31 @@ def train_centralised(
     if init is not None:
         fresh = init_from_checkpoint(state, init, train_config)
         log.info("initialised from %s%s", init, f" (new: {', '.join(fresh)})" if fresh else "")
-    attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)))
+    attach_privacy(
+        state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images))
+    )
     run.mkdir(parents=True, exist_ok=True)
-    write_run_record(run, seed=train_config.seed, stores={"train": store_path},
-                     config={"model": to_dict(config), "train": to_dict(train_config), "init": {"checkpoint": str(init) if init else ""}})
+    write_run_record(
+        run,
+        seed=train_config.seed,
+        stores={"train": store_path},
+        config={
+            "model": to_dict(config),
+            "train": to_dict(train_config),
+            "init": {"checkpoint": str(init) if init else ""},
+        },
+    )
     return _train(state, train_config, images, labels, run, progress, stop_after_epochs, store_path, probe, {})
 
 
-def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.device = torch.device("cpu"), progress: bool = True,
-                       probe: Probe | None = None) -> GANState:
+def resume_centralised(
+    run: Path,
+    *,
+    epochs: int | None = None,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = True,
+    probe: Probe | None = None,
+) -> GANState:
     """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
     data = read_checkpoint(run / "checkpoints" / "latest")
     state, train_config = restore_state(data, device)
@@ -111,7 +134,13 @@ def resume_centralised(run: Path, *, epochs: int | None = None, device: torch.de
     store_path = run_store(run)
     store = Store(store_path)
     images, labels = load_training_data(store, state.model_config.conditional)
-    attach_privacy(state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images)), data.get("privacy"))
+    attach_privacy(
+        state,
+        train_config,
+        len(images),
+        train_config.epochs * private_steps_per_epoch(train_config, len(images)),
+        data.get("privacy"),
+    )
     truncate_metrics(run / "metrics.jsonl", state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
     return _train(state, train_config, images, labels, run, progress, None, store_path, probe, data["extra"])
@@ -122,36 +151,76 @@ def run_store(run: Path) -> Path:
     return Path(tomllib.loads((run / "config.toml").read_text())["data"]["train"]["path"])
 
 
-def _train(state: GANState, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, run: Path, progress: bool,
-           stop_after_epochs: int | None, store_path: Path, probe: Probe | None, saved: dict) -> GANState:
+def _train(
+    state: GANState,
+    config: TrainConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    run: Path,
+    progress: bool,
+    stop_after_epochs: int | None,
+    store_path: Path,
+    probe: Probe | None,
+    saved: dict,
+) -> GANState:
     """The epochs still to do; `saved` is the resumed checkpoint's extra record (training seconds, best KID)."""
     steps_per_epoch = len(images) // min(config.batch_size, len(images))
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch, desc="train", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=state.epoch * steps_per_epoch,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     speed = Throughput()
-    progress_record = {"store": str(store_path), "seconds": float(saved.get("seconds", 0.0)), "best_kid": saved.get("best_kid")}
+    progress_record = {
+        "store": str(store_path),
+        "seconds": float(saved.get("seconds", 0.0)),
+        "best_kid": saved.get("best_kid"),
+    }
     step_started = time.perf_counter()
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+
         def on_step(state: GANState, stats: StepStats, batch: int) -> None:
             nonlocal step_started
             progress_record["seconds"] += time.perf_counter() - step_started
             if not stats.finite():
-                raise FedGANError(f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
-                                  f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)")
+                raise FedGANError(
+                    f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
+                    f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)"
+                )
             rate = speed.add(batch)
-            line = {"epoch": state.epoch + 1, "step": state.step, **dataclasses.asdict(stats), "images_per_s": round(rate, 2),
-                    "seconds": round(progress_record["seconds"], 3)}
+            line = {
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                **dataclasses.asdict(stats),
+                "images_per_s": round(rate, 2),
+                "seconds": round(progress_record["seconds"], 3),
+            }
             if state.private:
                 line["epsilon"] = round(state.private.epsilon(), 4)
             metrics.write(json.dumps(line) + "\n")
             if probe is not None and config.eval_every and state.step % config.eval_every == 0:
                 quality = probe(state)
-                metrics.write(json.dumps({"epoch": state.epoch + 1, "step": state.step, "eval": True,
-                                          "seconds": line["seconds"], **quality}) + "\n")
+                metrics.write(
+                    json.dumps(
+                        {
+                            "epoch": state.epoch + 1,
+                            "step": state.step,
+                            "eval": True,
+                            "seconds": line["seconds"],
+                            **quality,
+                        }
+                    )
+                    + "\n"
+                )
                 if progress_record["best_kid"] is None or quality["kid"] < progress_record["best_kid"]:
                     progress_record["best_kid"] = quality["kid"]
                     save_checkpoint(state, config, run / "checkpoints", BEST, extra=progress_record, latest=False)
-                bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality['kid']:.3g}", refresh=False)
+                bar.set_postfix(
+                    d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality['kid']:.3g}", refresh=False
+                )
             else:
                 bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
             bar.update()

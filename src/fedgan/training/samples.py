@@ -23,12 +23,21 @@ def save_samples(state: GANState, path: Path, count: int, seed: int) -> None:
         save_grid(generate(state, z), path)
         return
     per_grade = math.ceil(count / config.num_classes)
-    z = torch.randn(per_grade * config.num_classes, config.latent_dim, generator=torch.Generator().manual_seed(seed + 7))
+    z = torch.randn(
+        per_grade * config.num_classes, config.latent_dim, generator=torch.Generator().manual_seed(seed + 7)
+    )
     grades = torch.arange(len(z)) // per_grade
-    save_grid(generate(state, z, grades), path, columns=per_grade, row_labels=[f"grade {g}" for g in range(config.num_classes)])
+    save_grid(
+        generate(state, z, grades),
+        path,
+        columns=per_grade,
+        row_labels=[f"grade {g}" for g in range(config.num_classes)],
+    )
 
 
-def image_grid(images: torch.Tensor, columns: int | None = None, pad: int = 2, row_labels: list[str] | None = None) -> np.ndarray:
+def image_grid(
+    images: torch.Tensor, columns: int | None = None, pad: int = 2, row_labels: list[str] | None = None
+) -> np.ndarray:
     """N x C x H x W in [-1, 1] to one uint8 grid (gray or BGR) with black padding; `row_labels`
     adds a strip on the left naming each row."""
     n, c, h, w = images.shape
@@ -38,16 +47,29 @@ def image_grid(images: torch.Tensor, columns: int | None = None, pad: int = 2, r
     pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     for i in range(n):
         r, col = divmod(i, columns)
-        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = pixels[i]
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = pixels[
+            i
+        ]
     if row_labels:
         strip = np.zeros((grid.shape[0], 64, c), np.uint8)
         for r, label in enumerate(row_labels[:rows]):
-            cv2.putText(strip, label, (4, pad + r * (h + pad) + h // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255,) * c, 1, cv2.LINE_AA)
+            cv2.putText(
+                strip,
+                label,
+                (4, pad + r * (h + pad) + h // 2 + 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (255,) * c,
+                1,
+                cv2.LINE_AA,
+            )
         grid = np.concatenate([strip, grid], axis=1)
     return grid[..., 0] if c == 1 else grid[..., ::-1]
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int | None = None, row_labels: list[str] | None = None) -> None:
+def save_grid(
+    images: torch.Tensor, path: Path, columns: int | None = None, row_labels: list[str] | None = None
+) -> None:
     ok, png = cv2.imencode(".png", image_grid(images, columns, row_labels=row_labels))
     assert ok, "OpenCV failed to encode a PNG"
     path.parent.mkdir(parents=True, exist_ok=True)

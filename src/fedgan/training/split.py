@@ -49,11 +49,15 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
 
 
-def draw_fakes(state: GANState, count: int, grade_counts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def draw_fakes(
+    state: GANState, count: int, grade_counts: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """z, grades (drawn in proportion to the hospitals' pooled images per grade) and G's images of them."""
     labels = None
     if state.model_config.conditional and grade_counts is not None:
-        labels = torch.multinomial(grade_counts.double(), count, replacement=True, generator=state.noise).to(state.device)
+        labels = torch.multinomial(grade_counts.double(), count, replacement=True, generator=state.noise).to(
+            state.device
+        )
     z, labels = sample_inputs(state, count, labels)
     state.generator.train()
     with torch.no_grad(), frozen_batch_statistics(state.generator), autocast(state.device):
@@ -74,7 +78,9 @@ def generator_step(state: GANState, z: torch.Tensor, labels: torch.Tensor | None
     state.step += 1
 
 
-def combine(count: int, answers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], shape: tuple[int, ...]) -> torch.Tensor:
+def combine(
+    count: int, answers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], shape: tuple[int, ...]
+) -> torch.Tensor:
     """The batch's loss gradient from the hospitals' answers.
 
     Each answer is (indices into the batch, weight per index, gradient per index), the
@@ -110,7 +116,9 @@ class Judge:
     epoch: int = 0
     cursor: int = 0
     steps: int = 0
-    grade_cursor: dict[int, int] = dataclasses.field(default_factory=dict)  # conditional: images drawn so far, per grade
+    grade_cursor: dict[int, int] = dataclasses.field(
+        default_factory=dict
+    )  # conditional: images drawn so far, per grade
 
     def real_batch(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The next `count` images in this hospital's epoch order (the centralised loop's order);
@@ -134,8 +142,13 @@ class Judge:
             slots = torch.nonzero(grades == grade).flatten()
             start = self.grade_cursor.get(grade, 0)
             positions = torch.arange(start, start + len(slots))
-            orders = {e: epoch_order(len(members), self.config.seed * 10 + grade, e) for e in (positions // len(members)).unique().tolist()}
-            chosen[slots] = torch.stack([members[orders[int(q) // len(members)][int(q) % len(members)]] for q in positions])
+            orders = {
+                e: epoch_order(len(members), self.config.seed * 10 + grade, e)
+                for e in (positions // len(members)).unique().tolist()
+            }
+            chosen[slots] = torch.stack(
+                [members[orders[int(q) // len(members)][int(q) % len(members)]] for q in positions]
+            )
             self.grade_cursor[grade] = start + len(slots)
         return self.images[chosen], self.labels[chosen]
 
@@ -143,7 +156,11 @@ class Judge:
         """One D step against these fakes, then d(G loss)/d(fakes) through the updated D."""
         device = next(self.side.discriminator.parameters()).device
         policy = parse_policy(self.config.augment)
-        chosen = self.real_of_grades(fake_labels) if self.conditional and fake_labels is not None else self.real_batch(len(fakes))
+        chosen = (
+            self.real_of_grades(fake_labels)
+            if self.conditional and fake_labels is not None
+            else self.real_batch(len(fakes))
+        )
         real, real_labels = (t.to(device) for t in chosen)
         if self.config.mirror:
             real = mirror(real, self.augment)
@@ -153,8 +170,9 @@ class Judge:
         real_seen = diff_augment(real, policy, self.augment)
         regularise = self.config.r1_gamma > 0 and self.steps % self.config.r1_every == 0
         self.side.discriminator.train()
-        d_loss, real_logits, fake_logits = self.side.update(real_seen, real_labels if self.conditional else None, fake_seen,
-                                                            fake_labels, self.config, regularise)
+        d_loss, real_logits, fake_logits = self.side.update(
+            real_seen, real_labels if self.conditional else None, fake_seen, fake_labels, self.config, regularise
+        )
         with self.side.judged(), autocast(device):
             g_loss = g_loss_term(self.side.discriminator(fake_seen, fake_labels), self.config)
         (gradient,) = torch.autograd.grad(g_loss, fakes)

@@ -19,7 +19,18 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 AIR, FAT, SOFT, MUSCLE, LIVER, SPLEEN, BLOOD, CONTRAST, CORTEX, TRABECULAR, CORTICAL, LUNG = (
-    -1000, -100, 30, 50, 60, 45, 40, 180, 150, 250, 800, -850
+    -1000,
+    -100,
+    30,
+    50,
+    60,
+    45,
+    40,
+    180,
+    150,
+    250,
+    800,
+    -850,
 )
 
 
@@ -112,6 +123,7 @@ def render_ct_slice(body: Body, z: float, size: int, rng: np.random.Generator) -
 
 def ct_dataset(hu: np.ndarray, *, seed: int, patient: int, series: int, index: int, count: int) -> Dataset:
     """A CT Image Storage DICOM object holding `hu` (stored as HU + 1024 with a -1024 intercept)."""
+
     def uid(*parts: object) -> str:
         return generate_uid(entropy_srcs=[str(p) for p in (seed, *parts)])
 

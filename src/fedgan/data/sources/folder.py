@@ -21,7 +21,9 @@ def read_image_folder(root: Path) -> Discovery:
     parents = {p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files}
     graded = parents <= {str(g) for g in range(NUM_GRADES)}
     items = [
-        SourceItem(str(p.relative_to(root).with_suffix("")), p, int(p.relative_to(root).parts[0]) if graded else UNLABELLED)
+        SourceItem(
+            str(p.relative_to(root).with_suffix("")), p, int(p.relative_to(root).parts[0]) if graded else UNLABELLED
+        )
         for p in files
     ]
     skipped: list[Skip] = []

@@ -228,7 +228,9 @@ def paint_vessels(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator, be
             px_width = width * canvas.scale
             thickness = max(1, int(round(px_width)))
             intensity = int(255 * min(1.0, px_width / 1.2))
-            cv2.line(masks[is_vein], canvas.to_pixels(start), canvas.to_pixels(end), intensity, thickness, cv2.LINE_AA, 4)
+            cv2.line(
+                masks[is_vein], canvas.to_pixels(start), canvas.to_pixels(end), intensity, thickness, cv2.LINE_AA, 4
+            )
         on_vessels.extend(seg[1] for seg in segments[::7])
     sigma = 0.5 * canvas.scale + 0.2
     for is_vein, absorption in ((True, VEIN_ABSORPTION), (False, ARTERY_ABSORPTION)):
@@ -261,7 +263,14 @@ def sample_points(
     return points
 
 
-def draw_blots(canvas: Canvas, mask: np.ndarray, points: list[Point], rng: np.random.Generator, radius: tuple[float, float], lobes: int = 1) -> None:
+def draw_blots(
+    canvas: Canvas,
+    mask: np.ndarray,
+    points: list[Point],
+    rng: np.random.Generator,
+    radius: tuple[float, float],
+    lobes: int = 1,
+) -> None:
     """Round or irregular (several overlapping lobes) spots into `mask`."""
     for point in points:
         cx, cy = canvas.to_pixels(point)
@@ -273,7 +282,9 @@ def draw_blots(canvas: Canvas, mask: np.ndarray, points: list[Point], rng: np.ra
             cv2.ellipse(mask, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA, 4)
 
 
-def draw_flames(canvas: Canvas, mask: np.ndarray, anatomy: Anatomy, points: list[Point], rng: np.random.Generator) -> None:
+def draw_flames(
+    canvas: Canvas, mask: np.ndarray, anatomy: Anatomy, points: list[Point], rng: np.random.Generator
+) -> None:
     """Flame haemorrhages: streaks along the nerve-fibre direction (radial from the disc)."""
     for point in points:
         angle = math.degrees(math.atan2(point[1] - anatomy.disc[1], point[0] - anatomy.disc[0]))
@@ -281,7 +292,9 @@ def draw_flames(canvas: Canvas, mask: np.ndarray, anatomy: Anatomy, points: list
         cv2.ellipse(mask, canvas.to_pixels(point), axes, angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
 
 
-def draw_exudate_clusters(canvas: Canvas, mask: np.ndarray, anatomy: Anatomy, clusters: int, rng: np.random.Generator) -> None:
+def draw_exudate_clusters(
+    canvas: Canvas, mask: np.ndarray, anatomy: Anatomy, clusters: int, rng: np.random.Generator
+) -> None:
     """Hard exudates: small sharp yellow spots in clusters, often ringing the macula."""
     for _ in range(clusters):
         angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.08, 0.35)
@@ -334,7 +347,9 @@ def draw_laser_scars(canvas: Canvas, anatomy: Anatomy, rng: np.random.Generator)
     canvas.blend(pale, COTTON_WOOL)
 
 
-def paint_lesions(canvas: Canvas, anatomy: Anatomy, grade: int, on_vessels: list[Point], rng: np.random.Generator) -> None:
+def paint_lesions(
+    canvas: Canvas, anatomy: Anatomy, grade: int, on_vessels: list[Point], rng: np.random.Generator
+) -> None:
     """Draw the lesions of `grade`; counts grow with severity (see the module docstring)."""
     if grade == 0:
         return
@@ -347,11 +362,20 @@ def paint_lesions(canvas: Canvas, anatomy: Anatomy, grade: int, on_vessels: list
         points = sample_points(rng, anatomy, int(rng.integers(*blots)), quadrants=spread)
         draw_blots(canvas, red, points, rng, (3.0, 8.0), lobes=3)
         flames = {2: (0, 3), 3: (3, 9), 4: (1, 6)}[grade]
-        draw_flames(canvas, red, anatomy, sample_points(rng, anatomy, int(rng.integers(*flames)), quadrants=spread), rng)
+        draw_flames(
+            canvas, red, anatomy, sample_points(rng, anatomy, int(rng.integers(*flames)), quadrants=spread), rng
+        )
         if rng.random() < {2: 0.6, 3: 0.7, 4: 0.5}[grade]:
             draw_exudate_clusters(canvas, bright, anatomy, int(rng.integers(1, 4)), rng)
         cotton_wool = {2: (0, 2), 3: (2, 7), 4: (0, 5)}[grade]
-        draw_blots(canvas, fluffy, sample_points(rng, anatomy, int(rng.integers(*cotton_wool)), max_r=0.6), rng, (6.0, 13.0), lobes=2)
+        draw_blots(
+            canvas,
+            fluffy,
+            sample_points(rng, anatomy, int(rng.integers(*cotton_wool)), max_r=0.6),
+            rng,
+            (6.0, 13.0),
+            lobes=2,
+        )
     if grade == 4:
         if rng.random() < 0.35:
             draw_laser_scars(canvas, anatomy, rng)

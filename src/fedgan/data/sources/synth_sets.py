@@ -47,7 +47,9 @@ def eyepacs_id(index: int) -> str:
 def normalise_grade_mix(weights: Sequence[float]) -> tuple[float, ...]:
     """Five non-negative weights (any scale) to probabilities for grades 0-4."""
     if len(weights) != NUM_GRADES or min(weights) < 0 or sum(weights) <= 0:
-        raise FedGANError(f"grade mix must be {NUM_GRADES} non-negative weights with a positive sum, got {list(weights)}")
+        raise FedGANError(
+            f"grade mix must be {NUM_GRADES} non-negative weights with a positive sum, got {list(weights)}"
+        )
     return tuple(float(w) / sum(weights) for w in weights)
 
 
@@ -101,7 +103,14 @@ def write_fundus_set(
         images = staging / "train"
         images.mkdir()
         jobs = (_FundusJob(images, i, int(g), size, seed) for i, g in enumerate(grades))
-        for _ in ordered_map(_write_fundus, jobs, total=count, workers=workers or default_workers(), description="fundus", progress=progress):
+        for _ in ordered_map(
+            _write_fundus,
+            jobs,
+            total=count,
+            workers=workers or default_workers(),
+            description="fundus",
+            progress=progress,
+        ):
             pass
         write_label_csv(staging, EYEPACS, [(eyepacs_id(i), int(g)) for i, g in enumerate(grades)])
     per_grade = dict(sorted(Counter(int(g) for g in grades).items()))
@@ -153,6 +162,8 @@ def write_ct_set(
             folder = staging / str(patient_id) / str(series_id)
             folder.mkdir(parents=True)
             jobs.extend(_CtJob(folder, patient_id, series_id, k, slices, size, seed) for k in range(slices))
-        for _ in ordered_map(_write_ct, jobs, total=len(jobs), workers=workers or default_workers(), description="ct", progress=progress):
+        for _ in ordered_map(
+            _write_ct, jobs, total=len(jobs), workers=workers or default_workers(), description="ct", progress=progress
+        ):
             pass
     return SynthSummary(Path(out), len(jobs), {}, time.perf_counter() - started)

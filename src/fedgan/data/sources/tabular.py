@@ -11,8 +11,8 @@ strict mode, upstream), and every image without a row is reported too.
 from __future__ import annotations
 
 import csv
-import io
 import dataclasses
+import io
 from pathlib import Path
 
 from fedgan.config import NUM_GRADES
@@ -77,7 +77,13 @@ def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[
             continue
         where = f"{path}:{line_number}"
         if len(row) <= max(id_at, label_at):
-            skipped.append(Skip(where, f"row has {len(row)} fields, expected at least {max(id_at, label_at) + 1}", "malformed CSV row"))
+            skipped.append(
+                Skip(
+                    where,
+                    f"row has {len(row)} fields, expected at least {max(id_at, label_at) + 1}",
+                    "malformed CSV row",
+                )
+            )
             continue
         image_id = row[id_at].strip()
         if Path(image_id).suffix.lower() in IMAGE_SUFFIXES:  # some CSVs name the file, not the id
@@ -86,14 +92,29 @@ def read_label_csv(path: Path, id_column: str, label_column: str) -> tuple[dict[
             grade = parse_grade(row[label_at])
         except ValueError as exc:
             rejected.add(image_id)
-            skipped.append(Skip(where, f"{image_id}: {exc}", "missing grade" if "missing" in str(exc) else "invalid grade"))
+            skipped.append(
+                Skip(where, f"{image_id}: {exc}", "missing grade" if "missing" in str(exc) else "invalid grade")
+            )
             continue
         if image_id in labels:
             if labels[image_id] != grade:
                 conflicting.add(image_id)
-                skipped.append(Skip(where, f"{image_id}: grade {grade} conflicts with grade {labels[image_id]} on line {first_line[image_id]}; id dropped", "conflicting grades"))
+                skipped.append(
+                    Skip(
+                        where,
+                        f"{image_id}: grade {grade} conflicts with grade {labels[image_id]} on line "
+                        f"{first_line[image_id]}; id dropped",
+                        "conflicting grades",
+                    )
+                )
             else:
-                skipped.append(Skip(where, f"{image_id}: duplicate of line {first_line[image_id]} (same grade, kept once)", "duplicate row"))
+                skipped.append(
+                    Skip(
+                        where,
+                        f"{image_id}: duplicate of line {first_line[image_id]} (same grade, kept once)",
+                        "duplicate row",
+                    )
+                )
             continue
         labels[image_id] = grade
         first_line[image_id] = line_number
@@ -121,8 +142,16 @@ def read_csv_layout(root: Path, layout: CsvLayout, labels_csv: Path | None = Non
     labels, skipped, rejected = read_label_csv(labels_path, layout.id_column, layout.label_column)
     images = index_images(find_image_folder(root, layout))
     items = [SourceItem(image_id, images[image_id], grade) for image_id, grade in labels.items() if image_id in images]
-    skipped += [Skip(str(labels_path), f"{image_id}: no image file with this id", "no image for id") for image_id in labels if image_id not in images]
-    skipped += [Skip(str(path), f"no row in {labels_path.name}", "no label row") for image_id, path in images.items() if image_id not in labels and image_id not in rejected]
+    skipped += [
+        Skip(str(labels_path), f"{image_id}: no image file with this id", "no image for id")
+        for image_id in labels
+        if image_id not in images
+    ]
+    skipped += [
+        Skip(str(path), f"no row in {labels_path.name}", "no label row")
+        for image_id, path in images.items()
+        if image_id not in labels and image_id not in rejected
+    ]
     items.sort(key=lambda item: item.item_id)
     return Discovery(layout.name, items, skipped)
 
