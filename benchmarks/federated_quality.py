@@ -24,7 +24,7 @@ import torch
 from fedgan.config import NUM_GRADES, AlgorithmConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
-from fedgan.evaluation.evaluate import per_grade, sample
+from fedgan.evaluation.evaluate import generated_set, per_grade
 from fedgan.evaluation.evaluator import HEADLINE
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.probe import QualityProbe
@@ -38,7 +38,7 @@ from fedgan.training.samples import save_samples
 def measure(run: Path, probe: QualityProbe, store: Store, draws: int, seed: int) -> dict:
     state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
     real_images, real_labels = store.load("train")
-    fakes = [sample(state, len(real_images), probe.grade_frequencies, seed + draw) for draw in range(draws)]
+    fakes = [generated_set(state, len(real_images), probe.grade_frequencies, seed + draw) for draw in range(draws)]
     headline = over_draws(
         fidelity, probe.real[HEADLINE], [probe.evaluator.embed(images, HEADLINE) for images, _ in fakes]
     )

@@ -26,7 +26,7 @@ import torch
 
 from fedgan.config import TrainConfig, from_dict
 from fedgan.data.store import Store
-from fedgan.evaluation.evaluate import sample
+from fedgan.evaluation.evaluate import generated_set
 from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, score
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.grader import train_grader
@@ -85,7 +85,9 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
         state.epoch += 1
     save_samples(state, args.out / f"{variant}.png", 50, args.seed)
     real_images, _ = store.load("train")
-    fakes = [sample(state, len(real_images), probe.grade_frequencies, args.seed + draw) for draw in range(args.draws)]
+    fakes = [
+        generated_set(state, len(real_images), probe.grade_frequencies, args.seed + draw) for draw in range(args.draws)
+    ]
     result = {
         "variant": variant,
         "steps": state.step,

@@ -25,19 +25,3 @@ def ct_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "ct"
     write_ct_set(out, patients=2, slices=6, size=128, seed=3, workers=1, progress=False)
     return out
-
-
-def small_store(source: Path, out: Path, size: int, heldout: float) -> Path:
-    """`source` prepared at `size` px with `heldout` of each grade held out (one worker, quiet)."""
-    from fedgan.config import PreprocessConfig, StoreConfig
-    from fedgan.data.prepare import prepare_store
-
-    prepare_store(
-        source,
-        out,
-        preprocess_config=PreprocessConfig(size=size),
-        store_config=StoreConfig(heldout_fraction=heldout),
-        workers=1,
-        progress=False,
-    )
-    return out

@@ -8,21 +8,18 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from helpers import LOCAL, TINY, small_store
 
-from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.config import AlgorithmConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.algorithms import TAU, averaged_only, make_strategy
 from fedgan.federation.server_app import SERVER_OPTIMISER, FederationSettings, RoundRecorder
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.proximal import add_proximal_term
-
-TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
-LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
 
 
 def strategy_for(name: str, tmp_path: Path, **options: float):
@@ -147,8 +144,6 @@ def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fedadam_federates_and_resumes_exactly(fundus_set: Path, tmp_path: Path) -> None:
     """FedAdam's moments and bias correction continue across a resume (the round count too)."""
-    from conftest import small_store
-
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
     algorithm = AlgorithmConfig("fedadam")
     straight = federate(
@@ -185,7 +180,6 @@ def test_a_fedprox_hospital_stays_nearer_the_global_model(fundus_set: Path, tmp_
     import dataclasses
     import json
 
-    from conftest import small_store
     from flwr.app import Context, RecordDict
 
     from fedgan.federation.client_app import train_locally

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import small_store
+from helpers import small_store
 
 from fedgan.config import StoreConfig, TrainConfig
 from fedgan.data.store import Store

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import LOCAL, TINY
 
 from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.partition import partition
@@ -24,9 +25,6 @@ from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.run import train_centralised
-
-TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
-LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +174,7 @@ def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "completed 1 rounds" in result.stdout
+    assert "completed 1 round;" in result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_store
+from helpers import small_store
 from scipy.stats import mannwhitneyu
 
 from fedgan.config import TrainConfig

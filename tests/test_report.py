@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import small_store
+from helpers import small_store
 
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, Message, RecordDict
+from helpers import LOCAL, TINY, small_store
 
 from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.data.store import Store
@@ -27,9 +28,6 @@ from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 
-TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
-LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
-
 
 @pytest.fixture()
 def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,8 +40,6 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import small_store
-
     return small_store(fundus_set, tmp_path_factory.mktemp("screening") / "store", 16, 0.1)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CONDITIONAL, LOCAL, TINY, small_store
 
 from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
@@ -16,14 +17,9 @@ from fedgan.federation.server_app import FederationSettings, RoundRecorder
 from fedgan.federation.simulate import federate
 from fedgan.federation.split_server import judged_by, run_split
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import DiscriminatorSide, new_state, train_epoch
 from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights
-
-TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
-CONDITIONAL = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, num_classes=5)
-LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
 
 
 def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
@@ -95,8 +91,6 @@ def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InPr
 def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
     fundus_set: Path, tmp_path: Path, flower_task: None
 ) -> None:
-    from conftest import small_store
-
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
     straight = split_run(store, tmp_path / "a", rounds=2)
     discriminator_keys = set(new_state(CONDITIONAL, LOCAL, torch.device("cpu")).discriminator.state_dict())

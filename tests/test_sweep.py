@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import small_store
+from helpers import small_store
 
 from fedgan.config import TrainConfig
 from fedgan.models.dcgan import GANConfig

@@ -133,6 +133,21 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path: Path) -
         read_checkpoint(tmp_path / "other.pt")
 
 
+def test_a_model_loaded_for_use_samples_like_the_training_state_and_leaves_the_rng_alone(tmp_path: Path) -> None:
+    from fedgan.training.loop import generate
+    from fedgan.training.trained import load_trained
+
+    state = new_state(TINY, FAST, torch.device("cpu"))
+    train_epoch(state, torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long), FAST)
+    save_checkpoint(state, FAST, tmp_path, "epoch-0001")
+    before = torch.get_rng_state().clone()
+    model = load_trained(tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)  # restore_state would have reseeded the whole process
+    assert not hasattr(model, "opt_generator") and model.completed == state.epoch
+    z = torch.randn(5, TINY.latent_dim, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(generate(model, z), generate(state, z))  # the moving average, in eval mode
+
+
 def test_unreadable_latest_falls_back_to_the_previous_checkpoint(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,16 +17,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tomli_w
-import torch
 from tqdm import tqdm
 
 from fedgan.atomic import check_destination, staged_directory
 from fedgan.config import NUM_GRADES
 from fedgan.data.sources.tabular import EYEPACS, write_label_csv
 from fedgan.errors import FedGANError
-from fedgan.evaluation.evaluate import sample
+from fedgan.evaluation.evaluate import generated_set
 from fedgan.provenance import package_versions
-from fedgan.training.checkpoint import read_checkpoint, restore_state
+from fedgan.training.trained import load_trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +50,7 @@ def write_synthetic_set(
     if count < 1:
         raise FedGANError(f"--count must be at least 1, got {count}")
     check_destination(out, [run], overwrite)  # before loading the model: nothing of the user's is touched
-    data = read_checkpoint(run)
-    state, _ = restore_state(data, torch.device("cpu"))
+    state = load_trained(run)
     conditional = state.model_config.conditional
     mix = np.asarray(grade_mix or [1 / NUM_GRADES] * NUM_GRADES, np.float64)
     rows: list[tuple[str, int]] = []
@@ -61,7 +59,9 @@ def write_synthetic_set(
         images.mkdir()
         for start in tqdm(range(0, count, batch), desc="sample", unit="batch", disable=not progress):
             size = min(batch, count - start)
-            pixels, grades = sample(state, size, mix / mix.sum() if conditional else None, seed * 1_000_003 + start)
+            pixels, grades = generated_set(
+                state, size, mix / mix.sum() if conditional else None, seed * 1_000_003 + start
+            )
             for offset, image in enumerate(pixels):
                 name = f"synthetic-{start + offset:06d}"
                 ok, png = cv2.imencode(".png", np.clip((image[0] + 1) * 127.5, 0, 255).round().astype(np.uint8))
@@ -76,7 +76,7 @@ def write_synthetic_set(
                 {
                     "source": {
                         "run": str(Path(run).resolve()),
-                        "round": data.get("extra", {}).get("round", data["epoch"]),
+                        "round": state.completed,
                         "seed": seed,
                         "count": count,
                         "conditional": conditional,

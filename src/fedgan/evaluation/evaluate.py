@@ -34,16 +34,16 @@ from fedgan.evaluation.evaluator import HEADLINE, heldout_halves, load_evaluator
 from fedgan.evaluation.fidelity import DRAWS, fd, fidelity, over_draws, prdc
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.inception import inception_features, load_inception
-from fedgan.training.checkpoint import read_checkpoint, restore_state
-from fedgan.training.loop import GANState, generate
+from fedgan.training.loop import Sampling, generate
+from fedgan.training.trained import load_trained
 
 log = logging.getLogger(__name__)
 
 MIN_PER_GRADE = 10  # fewer samples of a grade give no meaningful per-grade distance
 
 
-def sample(
-    state: GANState, count: int, grade_frequencies: np.ndarray | None, seed: int
+def generated_set(
+    state: Sampling, count: int, grade_frequencies: np.ndarray | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`count` generated images (and grades when conditional), reproducible from `seed`."""
     rng = torch.Generator().manual_seed(seed)
@@ -58,7 +58,7 @@ def sample(
 
 def paper_realism(reference: Path, images: np.ndarray, labels: np.ndarray | None) -> float:
     """Mean sigmoid of the reference discriminator on generated images (the paper's score)."""
-    state, _ = restore_state(read_checkpoint(reference), torch.device("cpu"))
+    state = load_trained(reference)
     if state.model_config.conditional and labels is None:
         raise FedGANError(
             f"{reference}: a conditional reference discriminator cannot score an unconditional generator's images"
@@ -104,8 +104,7 @@ def evaluate_run(
     seed: int = 0,
     inception_weights: Path | None = None,
 ) -> dict[str, Any]:
-    data = read_checkpoint(run)
-    state, _ = restore_state(data, torch.device("cpu"))
+    state = load_trained(run)
     store = Store(real_store)
     inception = load_inception(inception_weights) if inception_weights else None  # fail before any work
     config = state.model_config
@@ -118,14 +117,17 @@ def evaluate_run(
     real_images, real_labels = store.load("train")
     frequencies = np.bincount(real_labels[real_labels >= 0], minlength=NUM_GRADES) if config.conditional else None
     grade_frequencies = None if frequencies is None else frequencies / frequencies.sum()
-    images, labels = sample(state, count or len(real_images), grade_frequencies, seed)
-    generated = [images, *(sample(state, len(images), grade_frequencies, seed + draw)[0] for draw in range(1, DRAWS))]
+    images, labels = generated_set(state, count or len(real_images), grade_frequencies, seed)
+    generated = [
+        images,
+        *(generated_set(state, len(images), grade_frequencies, seed + draw)[0] for draw in range(1, DRAWS)),
+    ]
     real_features = evaluator.embed(real_images)
     fake_features = [evaluator.embed(draw) for draw in generated]
     baseline = real_baseline(real_store, evaluator)
     result: dict[str, Any] = {
         "run": str(Path(run).resolve()),
-        "checkpoint_round": data.get("extra", {}).get("round", data.get("epoch")),
+        "checkpoint_round": state.completed,
         "real_store": str(store.path.resolve()),
         "evaluator_sha256": evaluator.sha256,
         "seed": seed,

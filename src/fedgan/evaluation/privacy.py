@@ -33,9 +33,9 @@ import torch
 from fedgan.atomic import write_bytes_atomic, write_text_atomic
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.evaluation.evaluate import sample
-from fedgan.training.checkpoint import read_checkpoint, restore_state
+from fedgan.evaluation.evaluate import generated_set
 from fedgan.training.loop import GANState
+from fedgan.training.trained import TrainedModel, load_trained
 
 FPR = 0.01
 PAIRS_FILE = "privacy-pairs.npz"  # the closest generated/training pairs, for the report
@@ -92,7 +92,7 @@ def nearest(queries: np.ndarray, pool: np.ndarray, chunk: int = 256) -> tuple[np
     return np.concatenate(distances), np.concatenate(indices)
 
 
-def discriminator_scores(state: GANState, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def discriminator_scores(state: GANState | TrainedModel, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     state.discriminator.eval()
     conditional = state.model_config.conditional
     with torch.no_grad():
@@ -125,7 +125,7 @@ def audit(
     pairs: int = 8,
 ) -> dict[str, Any]:
     """Run every attack on RUN's latest checkpoint; write RUN/eval/privacy.json (and the closest pairs)."""
-    state, _ = restore_state(read_checkpoint(run), torch.device("cpu"))
+    state = load_trained(run)
     member_images, member_labels = load_split(members)
     other_images, other_labels = load_split(non_members)
     if min(len(member_images), len(other_images)) < 5:
@@ -136,15 +136,15 @@ def audit(
     member_images, member_labels = member_images[member_pick], member_labels[member_pick]
     other_images, other_labels = other_images[other_pick], other_labels[other_pick]
     frequencies = np.bincount(np.clip(member_labels, 0, None), minlength=5).astype(np.float64)
-    generated, _ = sample(
+    generated, _ = generated_set(
         state, samples, frequencies / frequencies.sum() if state.model_config.conditional else None, seed
     )
     member_distance, _ = nearest(member_images, generated)
     other_distance, _ = nearest(other_images, generated)
     calibration = "none"
     if reference is not None:
-        reference_state, _ = restore_state(read_checkpoint(reference), torch.device("cpu"))
-        reference_images, _ = sample(
+        reference_state = load_trained(reference)
+        reference_images, _ = generated_set(
             reference_state,
             samples,
             frequencies / frequencies.sum() if reference_state.model_config.conditional else None,

@@ -17,7 +17,7 @@ import numpy as np
 
 from fedgan.config import NUM_GRADES
 from fedgan.data.store import Store
-from fedgan.evaluation.evaluate import sample
+from fedgan.evaluation.evaluate import generated_set
 from fedgan.evaluation.evaluator import HEADLINE, SPACES, Evaluator, load_evaluator
 from fedgan.evaluation.fidelity import fd, kid
 from fedgan.training.loop import GANState
@@ -46,7 +46,7 @@ class QualityProbe:
         return cls(evaluator, {space: evaluator.embed(images, space) for space in SPACES}, frequencies, count, seed)
 
     def __call__(self, state: GANState) -> dict[str, float]:
-        images, _ = sample(
+        images, _ = generated_set(
             state, self.count, self.grade_frequencies if state.model_config.conditional else None, self.seed
         )
         result = {}

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -295,8 +295,20 @@ def train_epoch(
 
 
 @torch.no_grad()
+class Sampling(Protocol):
+    """What `generate` needs: a training state, or a model loaded for use (`training.trained`)."""
+
+    model_config: GANConfig
+
+    @property
+    def sampler(self) -> Generator: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+
 def generate(
-    state: GANState, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
+    state: Sampling, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
 ) -> torch.Tensor:
     """Images from given noise with the sampling generator (the EMA when there is one) in eval
     mode (running statistics, no updates)."""

@@ -1,0 +1,50 @@
+"""A checkpoint's networks for use, not for training: what evaluation, sampling and audits load.
+
+`checkpoint.restore_state` rebuilds a whole training state to resume a run exactly: optimisers,
+counters, and the process-wide torch RNG state, which it sets. Using a model needs none of that,
+and must not reseed the caller's process as a side effect (as nanoGPT's `sample.py` rebuilds only
+the model). `load_trained` builds the generator that publishes images (the moving average when
+the checkpoint has one) and the discriminator (the paper's realism score and the white-box
+audit use it), in eval mode, and touches no global state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.training.checkpoint import read_checkpoint
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """The attributes `loop.generate` and the evaluators read, as `GANState` has them."""
+
+    model_config: GANConfig
+    sampler: Generator  # the moving average when the checkpoint has one, else the generator
+    discriminator: Discriminator
+    completed: int  # rounds (federated) or epochs (centralised) behind this checkpoint
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.sampler.parameters()).device
+
+
+def load_trained(path: Path, device: torch.device = torch.device("cpu")) -> TrainedModel:
+    """The networks of the checkpoint at `path` (a run folder, its `latest`, or a .pt file)."""
+    data = read_checkpoint(path)
+    config = GANConfig(**data["model_config"])
+    fork = torch.random.fork_rng(devices=[])  # building initialises weights with the global RNG: leave it as it was
+    with fork:
+        generator, discriminator = build_models(config)
+    average = data.get("generator_ema")
+    if average is not None:  # AveragedModel's state: "module."-prefixed weights and a step counter
+        generator.load_state_dict({k.removeprefix("module."): v for k, v in average.items() if k.startswith("module.")})
+    else:
+        generator.load_state_dict(data["generator"])
+    discriminator.load_state_dict(data["discriminator"])
+    completed = int(data["extra"].get("round", data["epoch"]))
+    return TrainedModel(config, generator.to(device).eval(), discriminator.to(device).eval(), completed)

@@ -1,0 +1,33 @@
+"""What several test files share: the tiny model and training configs, and store preparation.
+
+Fixtures live in conftest.py; plain values and functions live here, imported as `helpers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedgan.config import TrainConfig
+from fedgan.models.dcgan import GANConfig
+
+#: a 16 px model that trains in milliseconds: the federation tests' model
+TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
+CONDITIONAL = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, num_classes=5)
+#: one local epoch of batches of 4
+LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
+
+
+def small_store(source: Path, out: Path, size: int, heldout: float) -> Path:
+    """`source` prepared at `size` px with `heldout` of each grade held out (one worker, quiet)."""
+    from fedgan.config import PreprocessConfig, StoreConfig
+    from fedgan.data.prepare import prepare_store
+
+    prepare_store(
+        source,
+        out,
+        preprocess_config=PreprocessConfig(size=size),
+        store_config=StoreConfig(heldout_fraction=heldout),
+        workers=1,
+        progress=False,
+    )
+    return out
