@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fedgan.data.sources.synth_sets import write_ct_set, write_fundus_set
+
+
+@pytest.fixture(scope="session", autouse=True)
+def evaluator_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Evaluators are cached outside stores, in $FEDGAN_CACHE: a session's own, not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("fedgan-cache")
+    before = os.environ.get("FEDGAN_CACHE")
+    os.environ["FEDGAN_CACHE"] = str(folder)  # subprocesses (CLI tests, Flower's apps) inherit it
+    yield folder
+    if before is None:
+        del os.environ["FEDGAN_CACHE"]
+    else:
+        os.environ["FEDGAN_CACHE"] = before
 
 
 @pytest.fixture(scope="session")

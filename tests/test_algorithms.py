@@ -186,7 +186,7 @@ def test_a_fedprox_hospital_stays_nearer_the_global_model(fundus_set: Path, tmp_
 
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
     start = global_weights(new_state(TINY, LOCAL, torch.device("cpu")))
-    context = Context(1, 1, {keys.NODE_PARTITION_ID: 0, keys.NODE_NUM_PARTITIONS: 2}, RecordDict(), {})
+    context = Context(1, 1, {keys.PARTITION_ID: 0, keys.NODE_NUM_PARTITIONS: 2}, RecordDict(), {})
     config = {
         keys.STORE: str(store),
         keys.PARTITION: "iid",

@@ -133,7 +133,10 @@ def test_evaluate_a_tiny_conditional_run(eval_store: Path, tmp_path: Path) -> No
         conditional=True,
         progress=False,
     )
+    store_files = sorted(p.name for p in eval_store.iterdir())
     result = evaluate_run(tmp_path / "run", eval_store, count=40, reference=tmp_path / "run")
+    assert sorted(p.name for p in eval_store.iterdir()) == store_files  # the evaluator is cached outside the store
+    assert not any(name.startswith("evaluator") for name in store_files)
     saved = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["counts"] == {

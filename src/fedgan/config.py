@@ -25,6 +25,13 @@ NUM_GRADES = 5
 # Choice names, here so that the command line can offer them without importing torch.
 LOSSES = ("hinge", "bce")
 NORMS = ("batch", "group", "none")
+PARTITIONS = (
+    "label-split",
+    "dirichlet",
+    "iid",
+)  # how a store's training split is divided among hospitals (fedgan.data.partition)
+LAYOUTS = ("auto", "eyepacs", "aptos", "folder", "dicom")  # input layouts `prepare` reads (fedgan.data.prepare)
+WEIGHTINGS = ("examples", "unweighted")  # FedAvg's weights: by images, or the paper's unweighted mean
 UPSAMPLES = ("transposed", "resize")
 AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms

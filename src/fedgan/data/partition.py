@@ -20,9 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fedgan.config import PARTITIONS
 from fedgan.errors import FedGANError
-
-PARTITIONS = ("label-split", "dirichlet", "iid")
 
 
 def _check(labels: np.ndarray, clients: int) -> None:

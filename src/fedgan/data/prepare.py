@@ -19,7 +19,7 @@ import numpy as np
 
 from fedgan import __version__
 from fedgan.atomic import check_destination, staged_directory, write_text_atomic
-from fedgan.config import PreprocessConfig, StoreConfig, to_dict
+from fedgan.config import LAYOUTS, PreprocessConfig, StoreConfig, to_dict
 from fedgan.data.decode import load_pixels
 from fedgan.data.partition import stratified_holdout
 from fedgan.data.preprocess import preprocess
@@ -42,8 +42,6 @@ from fedgan.errors import DataError, FedGANError
 from fedgan.parallel import default_workers, ordered_map
 
 log = logging.getLogger(__name__)
-
-LAYOUTS = ("auto", "eyepacs", "aptos", "folder", "dicom")
 
 
 def detect_layout(root: Path) -> str:

@@ -11,10 +11,12 @@ feature spaces, and every fidelity metric is reported in both:
 - `grader`: the penultimate features of a DR grader trained on that half. It tracks lesions,
   so it measures whether grades look right, and is blind to anatomy and artefacts.
 
-The evaluator is made once and saved in the store as `evaluator.pt`; its sha256 goes into every
+The evaluator is made once per store and cached as `evaluator.pt`; its sha256 goes into every
 result, so two numbers are comparable exactly when their hashes match. The real-data baseline
 of the utility metrics (the same grader trained on the `train` split) is computed once with it
-and cached beside it.
+and cached beside it. The cache is outside the store (`evaluator_folder`): a store is data, may
+sit on a read-only share, and is never written by reading it. A store from before this kept its
+`evaluator.pt` inside; that one is still used, so its results stay comparable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ import torch
 
 from fedgan.atomic import write_bytes_atomic, write_text_atomic
 from fedgan.data.partition import stratified_holdout
-from fedgan.data.store import Store
+from fedgan.data.store import MANIFEST, Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, train_grader
 from fedgan.evaluation.kappa import quadratic_weighted_kappa
@@ -102,10 +105,20 @@ def grading_scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
+def evaluator_folder(store: Store) -> Path:
+    """Where a store's evaluator and baseline are cached: `$FEDGAN_CACHE` (default
+    ~/.cache/fedgan), under the sha256 of the store's manifest, which names its exact shards."""
+    root = Path(os.environ.get("FEDGAN_CACHE") or Path.home() / ".cache" / "fedgan")
+    folder = root / "evaluators" / hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest()[:20]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def load_evaluator(store_path: Path, training: GraderTraining = GraderTraining()) -> Evaluator:
     """The store's evaluator, trained and saved on first use."""
     store = Store(store_path)
-    path = store.path / EVALUATOR_FILE
+    legacy = store.path / EVALUATOR_FILE
+    path = legacy if legacy.exists() else evaluator_folder(store) / EVALUATOR_FILE
     saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
     if saved.get("version") != EVALUATOR_VERSION:
         fit, _ = heldout_halves(store)
@@ -141,7 +154,7 @@ def real_baseline(
     """Accuracy and kappa on the real test half of a grader trained on the real `train` split
     (what a synthetic set is measured against), and of the evaluator itself; cached per evaluator."""
     store = Store(store_path)
-    cache = store.path / BASELINE_FILE
+    cache = evaluator_folder(store) / BASELINE_FILE
     if cache.exists() and (cached := json.loads(cache.read_text())).get("evaluator_sha256") == evaluator.sha256:
         if "balanced_accuracy" in cached["real_trained"]:  # caches from before it was measured are redone
             return cached

@@ -36,9 +36,7 @@ class InProcessGrid:
 
         self.app = app
         self.contexts = {
-            node: Context(
-                1, node, {keys.NODE_PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {}
-            )
+            node: Context(1, node, {keys.PARTITION_ID: node - 1, keys.NODE_NUM_PARTITIONS: hospitals}, RecordDict(), {})
             for node in range(1, hospitals + 1)
         }
         self.faults = faults or {}

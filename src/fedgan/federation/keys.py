@@ -37,7 +37,7 @@ NODE_STATE_DIR = "state-dir"  # deployment node config: where an mdgan hospital 
 # MetricRecord entries (client -> server)
 NUM_EXAMPLES = "num-examples"  # FedAvg's example weighting
 UNIT_WEIGHT = "unit-weight"  # 1 for every client: the paper's unweighted mean
-PARTITION_ID = "partition-id"
+PARTITION_ID = "partition-id"  # the hospital's id: in its metrics, and in its node config
 D_LOSS = "d-loss"
 G_LOSS = "g-loss"
 SECONDS = "seconds"
@@ -56,6 +56,5 @@ BYTES_SENT = "bytes-sent"
 #: aggregation weighting -> the metric that holds each hospital's weight
 WEIGHTINGS = {"examples": NUM_EXAMPLES, "unweighted": UNIT_WEIGHT}
 
-# node_config entries (set by the simulation engine, or per SuperNode in deployment)
-NODE_PARTITION_ID = "partition-id"
+# node_config entries (set by the simulation engine, or per SuperNode in deployment), besides PARTITION_ID
 NODE_NUM_PARTITIONS = "num-partitions"

@@ -35,8 +35,8 @@ def local_data(config: Mapping[str, Any], context: Context, seed: int) -> tuple[
     node = context.node_config
     if "data-dir" in node:  # deployment: the SuperNode's own store, all of it
         images, labels = hospital_data(str(node["data-dir"]), "iid", 1, 0, seed, 1.0)
-        return images, labels, int(node.get(keys.NODE_PARTITION_ID, 0))
-    partition_id = int(node[keys.NODE_PARTITION_ID])
+        return images, labels, int(node.get(keys.PARTITION_ID, 0))
+    partition_id = int(node[keys.PARTITION_ID])
     images, labels = hospital_data(
         str(config[keys.STORE]),
         str(config[keys.PARTITION]),

@@ -311,19 +311,20 @@ def generate(
     state: Sampling, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
 ) -> torch.Tensor:
     """Images from given noise with the sampling generator (the EMA when there is one) in eval
-    mode (running statistics, no updates)."""
+    mode (running statistics, no updates), without gradients."""
     generator = state.sampler
     was_training = generator.training
     generator.eval()
-    out = [
-        generator(
-            z[i : i + batch_size].to(state.device),
-            None if labels is None else labels[i : i + batch_size].to(state.device),
-        )
-        .float()
-        .cpu()
-        for i in range(0, len(z), batch_size)
-    ]
+    with torch.no_grad():
+        out = [
+            generator(
+                z[i : i + batch_size].to(state.device),
+                None if labels is None else labels[i : i + batch_size].to(state.device),
+            )
+            .float()
+            .cpu()
+            for i in range(0, len(z), batch_size)
+        ]
     generator.train(was_training)
     return torch.cat(out)
 

@@ -47,4 +47,6 @@ def load_trained(path: Path, device: torch.device = torch.device("cpu")) -> Trai
         generator.load_state_dict(data["generator"])
     discriminator.load_state_dict(data["discriminator"])
     completed = int(data["extra"].get("round", data["epoch"]))
-    return TrainedModel(config, generator.to(device).eval(), discriminator.to(device).eval(), completed)
+    for network in (generator, discriminator):
+        network.requires_grad_(False).to(device).eval()  # for use only: no gradients are ever needed
+    return TrainedModel(config, generator, discriminator, completed)

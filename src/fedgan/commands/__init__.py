@@ -1,0 +1,1 @@
+"""One module per `fedgan` command: its parser (`add_parser`) and what it does (`run`)."""

@@ -1,0 +1,215 @@
+"""What several commands share: the help layout, common flags, the GAN and algorithm options."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from fedgan.config import AGGREGATIONS, ALGORITHMS, AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES, AlgorithmConfig
+from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def add_common(parser: argparse.ArgumentParser, *, seed: bool = True, workers: bool = False) -> None:
+    if seed:
+        parser.add_argument(
+            "--seed", type=int, default=0, help="random seed; the same seed gives the same output (default: 0)"
+        )
+    if workers:
+        parser.add_argument(
+            "--workers", type=int, default=None, help="worker processes (default: one per available core)"
+        )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def command(sub: Any, name: str, help_text: str, description: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=textwrap.dedent(description).strip(),
+        epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
+        formatter_class=formatter,
+    )
+
+
+def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
+    """How hospitals are combined (`federate`; `sweep` takes a list of algorithms instead of --algorithm)."""
+    defaults = AlgorithmConfig()
+    group = parser.add_argument_group("algorithm (see docs/federation.md)")
+    if parser.prog.endswith("federate"):
+        group.add_argument(
+            "--algorithm",
+            default=defaults.name,
+            choices=ALGORITHMS,
+            help="fedavg (the paper's); fedavgm/fedadam/fedyogi: Flower's server optimisers; fedprox: proximal "
+            "local training; mdgan: the generator at the server, a discriminator per hospital that never "
+            f"leaves it (default: {defaults.name})",
+        )
+    group.add_argument(
+        "--server-lr",
+        type=float,
+        default=defaults.server_lr,
+        help="server step size of fedavgm/fedadam/fedyogi; 0: the algorithm's default, 1.0 or 3e-3 (default: 0)",
+    )
+    group.add_argument(
+        "--server-momentum",
+        type=float,
+        default=defaults.server_momentum,
+        help=f"fedavgm's momentum, fedadam/fedyogi's beta1 (default: {defaults.server_momentum})",
+    )
+    group.add_argument(
+        "--proximal-mu",
+        type=float,
+        default=defaults.proximal_mu,
+        help=f"fedprox: weight of the proximal term (default: {defaults.proximal_mu})",
+    )
+    group.add_argument(
+        "--pack",
+        type=int,
+        default=defaults.pack,
+        help=f"mdgan: generator steps whose images travel in one message exchange (default: {defaults.pack})",
+    )
+    group.add_argument(
+        "--aggregation",
+        default=defaults.aggregation,
+        choices=AGGREGATIONS,
+        help="fedavg: how replies combine; median, trimmed-mean (20 %% of each tail) and krum resist hostile "
+        "updates small enough to pass the norm bound, and move an all-honest federation's model a little "
+        f"(docs/federation.md) (default: {defaults.aggregation})",
+    )
+    group.add_argument(
+        "--byzantine",
+        type=int,
+        default=defaults.byzantine,
+        help=f"krum: how many hospitals may be hostile (default: {defaults.byzantine})",
+    )
+
+
+def algorithm_config(args: argparse.Namespace, name: str) -> AlgorithmConfig:
+    """The algorithm `name` with the flags' settings (a robust --aggregation applies to fedavg only)."""
+    return AlgorithmConfig(
+        name,
+        args.server_lr,
+        args.server_momentum,
+        args.proximal_mu,
+        args.pack,
+        args.aggregation if name == "fedavg" else "mean",
+        args.byzantine,
+    )
+
+
+def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
+    """Model and local-training flags shared by `train` and `federate` (same loop, same model)."""
+    parser.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
+    parser.add_argument("--conditional", action="store_true", help="condition both networks on the DR grade (0-4)")
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="small-data (default): DiffAugment, spectrally normalised D, hinge loss, EMA of G; paper: the paper's "
+        "DCGAN exactly. Applied before --config and the flags below, which override it",
+    )
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help=epochs_help)
+    group.add_argument("--batch-size", type=int, help="images per step (default: 64)")
+    group.add_argument("--lr-generator", type=float, help="Adam learning rate of G (default: 1e-4; paper 2e-4)")
+    group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 4e-4; paper 2e-4)")
+    group.add_argument(
+        "--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)"
+    )
+    group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
+    group.add_argument("--loss", choices=LOSSES, help="hinge or bce (the paper's) (default: hinge)")
+    group.add_argument(
+        "--augment",
+        help=f"DiffAugment policy, comma-separated from {','.join(AUGMENTATIONS)}; '' for none (default: all three)",
+    )
+    group.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirror half of the real images; a mirrored left eye is a right eye (default: on)",
+    )
+    group.add_argument(
+        "--ema-decay",
+        type=float,
+        help="moving average of G used for samples and evaluation; 0 disables (default: 0.999)",
+    )
+    group.add_argument("--r1-gamma", type=float, help="R1 penalty weight on real images; 0 disables (default: 0)")
+    group.add_argument(
+        "--eval-every",
+        type=int,
+        help="steps between KID/FD evaluations on the store's fixed evaluator (train), or "
+        "any value > 0 for one per round (federate); keeps checkpoints/best (default: 0, off)",
+    )
+    group.add_argument("--eval-count", type=int, help="generated images per in-training evaluation (default: 256)")
+    group.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        help="newest epoch/round checkpoints to keep besides best.pt; 0 keeps all (default: 3)",
+    )
+    group = parser.add_argument_group(
+        "differential privacy (DP-SGD on the discriminator; needs --no-spectral-norm --norm group)"
+    )
+    group.add_argument(
+        "--dp-epsilon", type=float, help="target epsilon over the whole run; sets the noise (default: off)"
+    )
+    group.add_argument("--dp-noise", type=float, help="noise multiplier instead of a target epsilon (default: off)")
+    group.add_argument("--dp-clip", type=float, help="per-sample gradient norm bound (default: 1.0)")
+    group.add_argument("--dp-delta", type=float, help="delta of the guarantee, below 1/images (default: 1e-5)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
+    group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
+    group.add_argument(
+        "--discriminator-width", type=int, help="discriminator channels of its first block (default: 64)"
+    )
+    group.add_argument(
+        "--norm", choices=NORMS, help="normalisation layers of G, and of D without spectral norm (default: batch)"
+    )
+    group.add_argument(
+        "--spectral-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="spectrally normalised D without norm layers (default: on; the paper recipe turns it off)",
+    )
+    group.add_argument(
+        "--upsample", choices=UPSAMPLES, help="G upsampling: transposed conv or resize + conv (default: transposed)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
+
+
+def gan_configs(args: argparse.Namespace, **train_defaults: Any) -> tuple[Any, Any]:
+    """(GANConfig, TrainConfig) from defaults, then --config [model]/[train], then flags."""
+    import dataclasses
+
+    from fedgan.config import TrainConfig, from_dict, load_toml_section
+    from fedgan.models.dcgan import GANConfig
+    from fedgan.training.recipes import apply_recipe
+
+    train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
+    model_fields = ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample")
+    model, train = apply_recipe(args.recipe, GANConfig(), TrainConfig(**train_defaults, seed=args.seed))
+    if args.config:
+        model = from_dict(GANConfig, load_toml_section(args.config, "model"), base=model)
+        train = from_dict(TrainConfig, load_toml_section(args.config, "train"), base=train)
+    model = from_dict(GANConfig, config_overrides(args, model_fields), base=model)
+    train = from_dict(TrainConfig, config_overrides(args, train_fields), base=train)
+    return model, train
+
+
+def config_overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """Flags the user actually gave (argparse defaults are None), by config field name."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def quality_probe(store: Path, train: Any) -> Any:
+    """The in-training quality probe when `--eval-every` asks for one (it needs the store's evaluator)."""
+    if not train.eval_every:
+        return None
+    from fedgan.evaluation.probe import QualityProbe
+
+    return QualityProbe.for_store(store, count=train.eval_count, seed=train.seed)

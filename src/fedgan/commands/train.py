@@ -1,0 +1,77 @@
+"""`fedgan train`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fedgan.commands.common import add_common, add_gan_options, command, gan_configs, quality_probe
+from fedgan.errors import FedGANError
+
+
+def add_parser(sub: Any) -> None:
+    train = command(
+        sub,
+        "train",
+        "train the GAN centrally on one store (also CT pretraining)",
+        """
+        Train the DCGAN on a store's training split in one place: the centralised baseline,
+        and the pretraining phase on a CT store. Writes RUN/metrics.jsonl (per-step losses),
+        RUN/samples/epoch-NNNN.png (fixed noise) and RUN/checkpoints/ (both networks, both
+        optimisers, RNG states, configs), and resumes from the latest checkpoint with --resume.
+        Resolution and channels come from the store. Settings: defaults, then --config FILE
+        ([model] and [train] tables), then flags.
+        """,
+        """
+        fedgan train --store stores/ct --out runs/ct-pretrain --epochs 5
+        fedgan train --store stores/fundus --out runs/fundus --init runs/ct-pretrain/checkpoints/latest
+        fedgan train --store stores/fundus --out runs/cond --conditional --batch-size 16 --device cuda
+        fedgan train --resume runs/fundus --epochs 10
+        """,
+    )
+    train.add_argument("--store", type=Path, help="prepared store to train on")
+    train.add_argument("--out", type=Path, help="run folder to create")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its latest checkpoint")
+    train.add_argument(
+        "--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint's weights (transfer learning)"
+    )
+    add_gan_options(train, epochs_help="epochs in total (default: 5)")
+    add_common(train)
+    train.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from fedgan.config import TrainConfig
+    from fedgan.training.checkpoint import read_checkpoint
+    from fedgan.training.device import resolve_device
+    from fedgan.training.run import resume_centralised, run_store, train_centralised
+
+    device = resolve_device(args.device)
+    if args.resume:
+        if args.store or args.out or args.init:
+            raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init")
+        train = read_checkpoint(args.resume / "checkpoints" / "latest")["train_config"]
+        probe = quality_probe(run_store(args.resume), TrainConfig(**train))
+        state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet, probe=probe)
+        run = args.resume
+    else:
+        if not args.store or not args.out:
+            raise FedGANError("fedgan train needs --store and --out (or --resume RUN)")
+        model, train = gan_configs(args)
+        state = train_centralised(
+            args.store,
+            args.out,
+            model_config=model,
+            train_config=train,
+            conditional=args.conditional,
+            init=args.init,
+            device=device,
+            progress=not args.quiet,
+            probe=quality_probe(args.store, train),
+        )
+        run = args.out
+    print(
+        f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {run / 'samples'}, "
+        f"checkpoint {run / 'checkpoints' / 'latest'}, losses in {run / 'metrics.jsonl'}"
+    )
