@@ -35,8 +35,8 @@ from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
 from fedgan.federation.failures import RoundFailed
 from fedgan.federation.inprocess import FAULTS, SLOW_SECONDS, Fault, InProcessGrid
-from fedgan.federation.secure import SecAggSettings
-from fedgan.federation.server_app import FederationSettings, run_rounds
+from fedgan.federation.server_app import run_rounds
+from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig

@@ -14,7 +14,9 @@ from fedgan.config import AlgorithmConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.algorithms import TAU, averaged_only, make_strategy
-from fedgan.federation.server_app import SERVER_OPTIMISER, FederationSettings, RoundRecorder
+from fedgan.federation.recorder import RoundRecorder
+from fedgan.federation.server_app import SERVER_OPTIMISER
+from fedgan.federation.settings import FederationSettings
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.federation.weights import global_weights
 from fedgan.training.checkpoint import read_checkpoint
@@ -130,7 +132,7 @@ def test_proximal_term_pulls_towards_the_round_start() -> None:
 
 
 def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
-    from fedgan.federation.secure import SecAggSettings
+    from fedgan.federation.settings import SecAggSettings
 
     with pytest.raises(FedGANError, match="--secagg runs with --algorithm fedavg or fedprox only"):
         federate(

@@ -18,7 +18,7 @@ from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.federation.secure import SecAggSettings
+from fedgan.federation.settings import SecAggSettings
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.models.dcgan import GANConfig
@@ -327,7 +327,7 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
 def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(
     store: Path, tmp_path: Path
 ) -> None:
-    from fedgan.federation.server_app import read_ledger
+    from fedgan.federation.recorder import read_ledger
     from fedgan.training.privacy import epsilon
 
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group", "spectral_norm": False})  # what Opacus can train
@@ -355,7 +355,7 @@ def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_res
 
 
 def test_client_level_dp_wraps_fedavg_and_accounts_each_round(store: Path, tmp_path: Path) -> None:
-    from fedgan.federation.server_app import ClientDP
+    from fedgan.federation.settings import ClientDP
     from fedgan.training.privacy import epsilon
 
     with pytest.raises(FedGANError, match="needs --weighting unweighted"):

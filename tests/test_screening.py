@@ -21,7 +21,8 @@ from fedgan.federation.failures import RoundFailed
 from fedgan.federation.inprocess import FAULTS, Fault, InProcessGrid
 from fedgan.federation.registry import read_registry
 from fedgan.federation.screening import form_problem, oversized, weight_problem
-from fedgan.federation.server_app import ClientDP, FederationSettings, run_rounds
+from fedgan.federation.server_app import run_rounds
+from fedgan.federation.settings import ClientDP, FederationSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
@@ -174,7 +175,7 @@ def test_robust_aggregation_keeps_a_within_bound_attack_out(store: Path, tmp_pat
 
 def test_dp_steps_a_failed_round_released_are_remembered(store: Path, tmp_path: Path, flower_task: None) -> None:
     """Hospitals spent privacy on updates the server received, even if the round is never committed."""
-    from fedgan.federation.server_app import read_ledger
+    from fedgan.federation.recorder import read_ledger
 
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group", "spectral_norm": False})
     private = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10, dp_epsilon=3.0, dp_delta=1e-3)
@@ -211,7 +212,7 @@ def test_secure_aggregation_retries_a_halted_round_without_the_hospitals_that_dr
 ) -> None:
     """Three neighbours crashing mid-round leave a hospital below SecAgg+'s threshold: the round
     halts, then runs without them."""
-    from fedgan.federation.secure import SecAggSettings
+    from fedgan.federation.settings import SecAggSettings
 
     settings = FederationSettings(store, tmp_path / "run", 10, "iid", 2, TINY, LOCAL)
     settings = with_partition_sizes(Store(store), settings, SecAggSettings())

@@ -13,7 +13,8 @@ from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.inprocess import InProcessGrid
-from fedgan.federation.server_app import FederationSettings, RoundRecorder
+from fedgan.federation.recorder import RoundRecorder
+from fedgan.federation.settings import FederationSettings
 from fedgan.federation.simulate import federate
 from fedgan.federation.split_server import judged_by, run_split
 from fedgan.federation.weights import global_weights
@@ -130,7 +131,7 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
 
 
 def test_mdgan_refuses_what_it_cannot_run(tmp_path: Path) -> None:
-    from fedgan.federation.secure import SecAggSettings
+    from fedgan.federation.settings import SecAggSettings
 
     with pytest.raises(FedGANError, match="mdgan exchanges per-image gradients"):
         federate(tmp_path, tmp_path / "x", clients=3, secagg=SecAggSettings(), algorithm=AlgorithmConfig("mdgan"))

@@ -119,8 +119,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fedgan.federation.secure import SecAggSettings
-    from fedgan.federation.server_app import ClientDP
+    from fedgan.federation.settings import ClientDP, SecAggSettings
     from fedgan.federation.simulate import completed_rounds, federate, resume_federation
 
     if args.device not in ("auto", "cpu"):

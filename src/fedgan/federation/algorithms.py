@@ -39,7 +39,8 @@ from fedgan.federation.weights import global_weights
 from fedgan.training.loop import GANState
 
 if TYPE_CHECKING:
-    from fedgan.federation.server_app import FederationSettings, RoundRecorder
+    from fedgan.federation.recorder import RoundRecorder
+    from fedgan.federation.settings import FederationSettings
 
 #: the server's step size when `--server-lr` is 0: FedAvgM's usual 1.0; for FedAdam/FedYogi about one round's local
 #: change of a weight (tens of Adam steps of 1e-4), not Flower's generic 0.1 (docs/federation.md)
@@ -227,11 +228,6 @@ def no_average(records: list[RecordDict], weighting_key: str) -> MetricRecord:
     """Flower would log a weighted mean of every reply metric (hospital ids, grade counts...):
     meaningless numbers. Each hospital's own figures go to metrics.jsonl instead."""
     return MetricRecord()
-
-
-def sampled_hospitals(settings: FederationSettings) -> int:
-    """Hospitals that train in each round."""
-    return max(1, round(settings.fraction * settings.clients))
 
 
 def check_disclosure(disclose: Iterable[str]) -> None:

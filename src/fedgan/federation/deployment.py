@@ -34,8 +34,8 @@ from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
 from fedgan.errors import FedGANError
 from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.registry import read_registry
-from fedgan.federation.secure import SecAggSettings
-from fedgan.federation.server_app import FederationSettings, run_rounds
+from fedgan.federation.server_app import run_rounds
+from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record

@@ -26,10 +26,9 @@ How it maps onto the federation:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,50 +38,18 @@ from flwr.server import ServerConfig
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat import LegacyContext
 from flwr.server.strategy import FedAvg as LegacyFedAvg
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid
 
 from fedgan.federation import keys
 from fedgan.federation.failures import RoundFailed, short_reason
-
-if TYPE_CHECKING:
-    from fedgan.federation.server_app import FederationSettings, RoundRecorder
+from fedgan.federation.recorder import RoundRecorder
+from fedgan.federation.settings import FederationSettings
 
 log = logging.getLogger(__name__)
 
 #: bytes per value of a masked vector (SecAgg+ sends int64 arrays)
 MASKED_BYTES = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class SecAggSettings:
-    clip: float = 8.0  # update values are clipped to [-clip, clip] (Flower's default range)
-    quantization: int = 2**22  # levels over that range (Flower's default; 2^32 / 2^22 allows 1024 hospitals)
-    # Each hospital masks with (and sends key shares to) this share of the round's hospitals, odd
-    # and at least 3 (Flower's rule): all of 3 or 5, 5 of 10. Masking costs one pseudo-random
-    # vector of the model's size per neighbour, so all-to-all grows with the square of hospitals.
-    shares: float = 0.5
-    threshold: float = 2 / 3  # share of those needed to rebuild a dropped hospital's masks
-    max_weight: float = 1.0  # the largest weight a hospital may send (its example count, or 1 unweighted)
-
-    def workflow(self, timeout: float) -> SecAggPlusWorkflow:
-        """Flower's workflow; each protocol stage waits at most `timeout` seconds (its default waits forever)."""
-        return SecAggPlusWorkflow(
-            num_shares=self.shares,
-            reconstruction_threshold=self.threshold,
-            max_weight=self.max_weight,
-            clipping_range=self.clip,
-            quantization_range=self.quantization,
-            timeout=timeout,
-        )
-
-    def step(self) -> float:
-        """One quantisation level, in weight units."""
-        return 2 * self.clip / self.quantization
-
-    def error_bound(self, weights: list[float]) -> float:
-        """Largest error of one aggregated value against exact FedAvg for hospitals with these weights."""
-        return len(weights) * self.step() / sum(w / self.max_weight for w in weights)
 
 
 def clipped_update(

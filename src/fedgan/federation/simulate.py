@@ -27,8 +27,8 @@ from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.keys import WEIGHTINGS
-from fedgan.federation.secure import SecAggSettings
-from fedgan.federation.server_app import ClientDP, FederationSettings, make_server_app
+from fedgan.federation.server_app import make_server_app
+from fedgan.federation.settings import ClientDP, FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.parallel import default_workers

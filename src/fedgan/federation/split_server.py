@@ -39,7 +39,8 @@ from fedgan.training.checkpoint import LATEST, read_checkpoint, restore_state
 from fedgan.training.split import combine, draw_fakes, generator_step, grade_weights
 
 if TYPE_CHECKING:
-    from fedgan.federation.server_app import FederationSettings, RoundRecorder
+    from fedgan.federation.recorder import RoundRecorder
+    from fedgan.federation.settings import FederationSettings
 
 log = logging.getLogger(__name__)
 

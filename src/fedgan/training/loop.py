@@ -294,7 +294,6 @@ def train_epoch(
     return history
 
 
-@torch.no_grad()
 class Sampling(Protocol):
     """What `generate` needs: a training state, or a model loaded for use (`training.trained`)."""
 
@@ -307,6 +306,7 @@ class Sampling(Protocol):
     def device(self) -> torch.device: ...
 
 
+@torch.no_grad()
 def generate(
     state: Sampling, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256
 ) -> torch.Tensor:
@@ -315,16 +315,15 @@ def generate(
     generator = state.sampler
     was_training = generator.training
     generator.eval()
-    with torch.no_grad():
-        out = [
-            generator(
-                z[i : i + batch_size].to(state.device),
-                None if labels is None else labels[i : i + batch_size].to(state.device),
-            )
-            .float()
-            .cpu()
-            for i in range(0, len(z), batch_size)
-        ]
+    out = [
+        generator(
+            z[i : i + batch_size].to(state.device),
+            None if labels is None else labels[i : i + batch_size].to(state.device),
+        )
+        .float()
+        .cpu()
+        for i in range(0, len(z), batch_size)
+    ]
     generator.train(was_training)
     return torch.cat(out)
 
