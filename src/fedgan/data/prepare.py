@@ -9,7 +9,6 @@ and the whole store is staged and renamed at the end: an interrupted run leaves 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgan import __version__
-from fedgan.atomic import check_destination, staged_directory, write_text_atomic
+from fedgan.atomic import check_destination, staged_directory
 from fedgan.config import LAYOUTS, PreprocessConfig, StoreConfig, to_dict
 from fedgan.data.decode import load_pixels
 from fedgan.data.partition import stratified_holdout
@@ -27,16 +25,7 @@ from fedgan.data.sources.base import Discovery, Skip, SourceItem
 from fedgan.data.sources.dicom import read_dicom_tree
 from fedgan.data.sources.folder import read_image_folder
 from fedgan.data.sources.tabular import APTOS, EYEPACS, read_csv_layout
-from fedgan.data.store import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    SPLITS,
-    grade_counts,
-    image_record,
-    shard_info,
-    tf_data_snippet,
-)
+from fedgan.data.store import SPLITS, image_record, shard_info, write_manifest
 from fedgan.data.tfrecord import TFRecordWriter
 from fedgan.errors import DataError, FedGANError
 from fedgan.parallel import default_workers, ordered_map
@@ -210,31 +199,19 @@ def prepare_store(
                 shards[job.split].append(result.shard)
         if not entries:
             raise FedGANError(f"{root}: none of the {len(items)} images could be read (first problem: {skipped[-1]})")
-        splits = {}
-        for split in SPLITS:
-            labels = [e["label"] for e in entries if e["split"] == split]
-            splits[split] = {"count": len(labels), "per_grade": grade_counts(labels), "shards": shards[split]}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created_by": f"fedgan {__version__}",
-            "source": {
+        manifest = write_manifest(
+            staging,
+            source={
                 "input": str(root.resolve()),
                 "layout": discovery.layout,
                 "labels_csv": str(labels_csv) if labels_csv else None,
             },
-            "count": len(entries),
-            "per_grade": grade_counts([e["label"] for e in entries]),
-            "image_shape": [channels, preprocess_config.size, preprocess_config.size],
-            "value_range": [-1.0, 1.0],
-            "compression": store_config.compression,
-            "preprocess": to_dict(preprocess_config),
-            "store": to_dict(store_config),
-            "splits": splits,
-            "tf_data": tf_data_snippet(store_config.compression),
-            "records": entries,
-            "skipped": [{"where": s.where, "problem": s.problem, "kind": s.kind} for s in skipped],
-        }
-        write_text_atomic(staging / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    written = {split: splits[split]["count"] for split in SPLITS}
+            image_shape=(channels, preprocess_config.size, preprocess_config.size),
+            compression=store_config.compression,
+            settings={"preprocess": to_dict(preprocess_config), "store": to_dict(store_config)},
+            entries=entries,
+            shards=shards,
+            skipped=[{"where": s.where, "problem": s.problem, "kind": s.kind} for s in skipped],
+        )
+    written = {split: manifest["splits"][split]["count"] for split in SPLITS}
     return PrepareSummary(out, discovery.layout, written, skipped, time.perf_counter() - started)

@@ -8,7 +8,8 @@ STORE/
   heldout-00000-of-00001.tfrecord.gz  -1 if unlabelled), channels/height/width, id, source
 ```
 Training reads only the `train` split; the `heldout` split (stratified by grade) exists for
-evaluation. The manifest is the single description of a store, so readers never guess.
+evaluation. The manifest is the single description of a store, so readers never guess; this
+module both writes it (`write_manifest`) and reads it (`Store`), so its format lives in one place.
 """
 
 from __future__ import annotations
@@ -23,8 +24,48 @@ from typing import Any
 
 import numpy as np
 
+from fedgan import __version__
+from fedgan.atomic import write_text_atomic
 from fedgan.data.tfrecord import decode_example, encode_example, read_records
 from fedgan.errors import DataError, FedGANError
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    source: dict[str, Any],
+    image_shape: tuple[int, int, int],
+    compression: str,
+    settings: dict[str, dict[str, Any]],
+    entries: list[dict[str, Any]],
+    shards: dict[str, list[dict[str, Any]]],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    """Write `folder/manifest.json` for the records `entries` in `shards` (per split); returns it.
+    `settings` holds the configs that made the store (`preprocess`, `store`)."""
+    splits = {}
+    for split in SPLITS:
+        labels = [e["label"] for e in entries if e["split"] == split]
+        splits[split] = {"count": len(labels), "per_grade": grade_counts(labels), "shards": shards[split]}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_by": f"fedgan {__version__}",
+        "source": source,
+        "count": len(entries),
+        "per_grade": grade_counts([e["label"] for e in entries]),
+        "image_shape": list(image_shape),
+        "value_range": [-1.0, 1.0],
+        "compression": compression,
+        **settings,
+        "splits": splits,
+        "tf_data": tf_data_snippet(compression),
+        "records": entries,
+        "skipped": skipped,
+    }
+    write_text_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
 
 MANIFEST = "manifest.json"
 FORMAT = "fedgan-store"
