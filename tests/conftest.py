@@ -40,3 +40,12 @@ def ct_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "ct"
     write_ct_set(out, patients=2, slices=6, size=128, seed=3, workers=1, progress=False)
     return out
+
+
+@pytest.fixture()
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower builds messages only inside a run; the ServerApp's process sets this task identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)

@@ -23,6 +23,8 @@ from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.proximal import add_proximal_term
 
+pytestmark = pytest.mark.usefixtures("flower_task")  # every test here builds Flower messages
+
 
 def strategy_for(name: str, tmp_path: Path, **options: float):
     settings = FederationSettings(None, tmp_path, 2, "iid", 3, TINY, LOCAL, algorithm=AlgorithmConfig(name, **options))
@@ -64,16 +66,6 @@ def one_round(
     ]
     result, _ = strategy.aggregate_train(server_round, replies)
     return {k: v.numpy() for k, v in result.items()}
-
-
-@pytest.fixture(autouse=True)
-def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flower builds messages only inside a run; the ServerApp's process sets this."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 class FakeGrid:

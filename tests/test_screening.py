@@ -30,15 +30,6 @@ from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 
 
-@pytest.fixture()
-def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Flower builds messages only inside a run; the ServerApp's process sets this."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
-
-
 @pytest.fixture(scope="module")
 def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_store(fundus_set, tmp_path_factory.mktemp("screening") / "store", 16, 0.1)

@@ -70,14 +70,6 @@ def test_a_grade_held_by_one_hospital_is_judged_by_that_hospital_only() -> None:
     assert torch.allclose(total[1], torch.tensor(0.5 * 0.75 + 0.5 * 7.5))  # grade 1: both, by their images of it
 
 
-@pytest.fixture()
-def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
-
-
 def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InProcessGrid:
     settings = FederationSettings(
         store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3)

@@ -37,8 +37,7 @@ def load_trained(path: Path, device: torch.device = torch.device("cpu")) -> Trai
     """The networks of the checkpoint at `path` (a run folder, its `latest`, or a .pt file)."""
     data = read_checkpoint(path)
     config = GANConfig(**data["model_config"])
-    fork = torch.random.fork_rng(devices=[])  # building initialises weights with the global RNG: leave it as it was
-    with fork:
+    with torch.random.fork_rng(devices=[]):  # building initialises weights with the global RNG: leave it as it was
         generator, discriminator = build_models(config)
     average = data.get("generator_ema")
     if average is not None:  # AveragedModel's state: "module."-prefixed weights and a step counter
