@@ -32,9 +32,19 @@ from fedgan.atomic import write_text_atomic
 from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.evaluator import load_evaluator
+from fedgan.evaluation.results import (
+    FIDELITY,
+    PAPER_REALISM,
+    REAL_TRAINED,
+    SYNTHETIC_TRAINED,
+    UTILITY,
+    VALUE,
+    read_result,
+)
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.models.dcgan import GANConfig
 from fedgan.reporting.report import STYLE, build_report, img, table
+from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.run import resume_centralised, train_centralised
 
@@ -74,8 +84,7 @@ def member_name(algorithm: str, clients: int) -> str:
 
 
 def finished(run: Path, target: int, key: str) -> bool:
-    latest = run / "checkpoints" / "latest"
-    if not latest.exists():
+    if not RunFolder(run).has_run():
         return False
     data = read_checkpoint(run)
     return int(data["extra"]["round"] if key == "round" else data["epoch"]) >= target
@@ -88,7 +97,7 @@ def train_member(settings: SweepSettings, name: str, clients: int, algorithm: Al
         total = settings.rounds * epochs
         if finished(run, total, "epoch"):
             return run
-        if (run / "checkpoints" / "latest").exists():
+        if RunFolder(run).has_run():
             resume_centralised(run, epochs=total, progress=False)
         else:
             train_centralised(
@@ -103,7 +112,7 @@ def train_member(settings: SweepSettings, name: str, clients: int, algorithm: Al
         return run
     if finished(run, settings.rounds, "round"):
         return run
-    if (run / "checkpoints" / "latest").exists():
+    if RunFolder(run).has_run():
         resume_federation(run, rounds=settings.rounds)
     else:
         federate(
@@ -122,28 +131,24 @@ def train_member(settings: SweepSettings, name: str, clients: int, algorithm: Al
 
 
 def evaluate_member(settings: SweepSettings, run: Path, reference: Path, evaluator_sha256: str) -> dict[str, Any]:
-    path = run / "eval" / "metrics.json"
-    if (
-        path.exists()
-        and (saved := json.loads(path.read_text())).get("evaluator_sha256") == evaluator_sha256
-        and "paper_realism" in saved
-    ):
+    saved = read_result(run)
+    if saved is not None and saved.get("evaluator_sha256") == evaluator_sha256 and PAPER_REALISM in saved:
         return saved
     return evaluate_run(run, settings.store, count=settings.count, reference=reference, seed=settings.train_config.seed)
 
 
 def row(name: str, clients: int, algorithm: str, result: dict[str, Any]) -> dict[str, Any]:
-    fidelity = result["fidelity"]
-    synthetic = result["utility"]["synthetic_trained"]
+    fidelity = result[FIDELITY]
+    synthetic = result[UTILITY][SYNTHETIC_TRAINED]
     return {
         "member": name,
         "clients": clients,
         "algorithm": algorithm,
-        "paper_realism": result["paper_realism"]["value"],
-        **{key: fidelity[key]["value"] for key in ("fd", "kid", "precision", "recall", "coverage")},
+        "paper_realism": result[PAPER_REALISM][VALUE],
+        **{key: fidelity[key][VALUE] for key in ("fd", "kid", "precision", "recall", "coverage")},
         "fd_interval": [fidelity["fd"]["low"], fidelity["fd"]["high"]],
         "tstr_kappa": synthetic.get("kappa"),
-        "real_kappa": result["utility"]["real_trained"]["kappa"],
+        "real_kappa": result[UTILITY][REAL_TRAINED]["kappa"],
     }
 
 
@@ -206,7 +211,7 @@ def comparison_page(settings: SweepSettings, rows: list[dict[str, Any]]) -> str:
     header, body = comparison_table(rows)
     finals = ""
     for r in rows:
-        grids = sorted((settings.out / r["member"] / "samples").glob("*.png"))
+        grids = sorted(RunFolder(settings.out / r["member"]).samples.glob("*.png"))
         if grids:
             finals += (
                 f"<figure>{img(base64.b64encode(grids[-1].read_bytes()).decode(), r['member'], 250)}"

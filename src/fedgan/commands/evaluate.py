@@ -52,6 +52,16 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from fedgan.evaluation.evaluate import evaluate_run
+    from fedgan.evaluation.results import (
+        FID,
+        FIDELITY,
+        FIDELITY_GRADER,
+        SYNTHETIC_TRAINED,
+        UTILITY,
+        VALUE,
+        headline,
+        result_path,
+    )
 
     result = evaluate_run(
         args.run,
@@ -61,10 +71,11 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         inception_weights=args.inception_weights,
     )
-    fidelity, grader = result["fidelity"], result["fidelity_grader"]
+    fidelity, grader = result[FIDELITY], result[FIDELITY_GRADER]
     print(
         f"evaluated {args.run} ({result['counts']['generated']} generated vs {result['counts']['real']} real, "
-        f"evaluator {result['evaluator_sha256'][:12]}), in its structure space (headline) and grader space:"
+        f"evaluator {result['evaluator_sha256'][:12]}):\n  {headline(result)}\n"
+        "in the evaluator's structure space (headline) and grader space:"
     )
     for name, value in fidelity.items():
         other = grader[name]
@@ -72,15 +83,9 @@ def run(args: argparse.Namespace) -> None:
             f"  {name:<14} {value['value']:.4g}  [{value['low']:.4g}, {value['high']:.4g}]"
             f"    grader {other['value']:.4g}  [{other['low']:.4g}, {other['high']:.4g}]"
         )
-    synthetic = result["utility"]["synthetic_trained"]
-    print(
-        f"  utility: kappa {synthetic['kappa']:.3f} trained on synthetic"
-        if "kappa" in synthetic
-        else f"  utility: n/a ({synthetic['reason']})",
-        f"vs {result['utility']['real_trained']['kappa']:.3f} trained on real",
-    )
-    if "paper_realism" in result:
-        print(f"  paper realism score: {result['paper_realism']['value']:.3f}")
-    if "fid" in result:
-        print(f"  FID (Inception): {result['fid']['value']:.4g}")
-    print(f"metrics in {Path(args.run) / 'eval' / 'metrics.json'}; `fedgan report {args.run}` shows them with the run")
+    synthetic = result[UTILITY][SYNTHETIC_TRAINED]
+    if "kappa" not in synthetic:
+        print(f"  utility: n/a ({synthetic['reason']})")
+    if FID in result:
+        print(f"  FID (Inception): {result[FID][VALUE]:.4g}")
+    print(f"metrics in {result_path(args.run)}; `fedgan report {args.run}` shows them with the run")

@@ -121,6 +121,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     from fedgan.federation.settings import ClientDP, SecAggSettings
     from fedgan.federation.simulate import completed_rounds, federate, resume_federation
+    from fedgan.runfolder import RunFolder
 
     if args.device not in ("auto", "cpu"):
         raise FedGANError(
@@ -155,8 +156,8 @@ def run(args: argparse.Namespace) -> None:
             round_timeout=args.round_timeout,
             disclose=tuple(d for d in args.disclose.split(",") if d),
         )
-    done = completed_rounds(run)
+    done, folder = completed_rounds(run), RunFolder(run)
     print(
-        f"federated training completed {done} round{'s' if done != 1 else ''}; samples in {run / 'samples'}, "
-        f"checkpoint {run / 'checkpoints' / 'latest'}, per-round metrics in {run / 'metrics.jsonl'}"
+        f"federated training completed {done} round{'s' if done != 1 else ''}; samples in {folder.samples}, "
+        f"checkpoint {folder.latest}, per-round metrics in {folder.metrics}"
     )

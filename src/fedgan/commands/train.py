@@ -43,16 +43,18 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from fedgan.config import TrainConfig
+    from fedgan.runfolder import RunFolder
     from fedgan.training.checkpoint import read_checkpoint
     from fedgan.training.device import resolve_device
-    from fedgan.training.run import resume_centralised, run_store, train_centralised
+    from fedgan.training.run import resume_centralised, train_centralised
 
     device = resolve_device(args.device)
     if args.resume:
         if args.store or args.out or args.init:
             raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init")
-        train = read_checkpoint(args.resume / "checkpoints" / "latest")["train_config"]
-        probe = quality_probe(run_store(args.resume), TrainConfig(**train))
+        resumed = RunFolder(args.resume)
+        train = read_checkpoint(resumed.latest)["train_config"]
+        probe = quality_probe(resumed.store(), TrainConfig(**train))
         state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet, probe=probe)
         run = args.resume
     else:
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> None:
             probe=quality_probe(args.store, train),
         )
         run = args.out
+    folder = RunFolder(run)
     print(
-        f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {run / 'samples'}, "
-        f"checkpoint {run / 'checkpoints' / 'latest'}, losses in {run / 'metrics.jsonl'}"
+        f"trained to epoch {state.epoch} ({state.step} steps) on {device}; samples in {folder.samples}, "
+        f"checkpoint {folder.latest}, losses in {folder.metrics}"
     )

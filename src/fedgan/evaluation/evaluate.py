@@ -34,6 +34,18 @@ from fedgan.evaluation.evaluator import HEADLINE, heldout_halves, load_evaluator
 from fedgan.evaluation.fidelity import DRAWS, fd, fidelity, over_draws, prdc
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.inception import inception_features, load_inception
+from fedgan.evaluation.results import (
+    FID,
+    FIDELITY,
+    FIDELITY_GRADER,
+    FIDELITY_PER_GRADE,
+    PAPER_REALISM,
+    REAL_TRAINED,
+    SYNTHETIC_TRAINED,
+    UTILITY,
+    VALUE,
+    result_path,
+)
 from fedgan.training.loop import Sampling, generate
 from fedgan.training.trained import load_trained
 
@@ -133,40 +145,40 @@ def evaluate_run(
         "seed": seed,
         "counts": {"real": len(real_images), "generated": len(images), "evaluator": len(heldout_halves(store)[0])},
         "headline_space": HEADLINE,
-        "fidelity": over_draws(fidelity, real_features, fake_features),
-        "fidelity_grader": over_draws(
+        FIDELITY: over_draws(fidelity, real_features, fake_features),
+        FIDELITY_GRADER: over_draws(
             fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]
         ),
         "intervals": {"draws": DRAWS},
-        "utility": {
-            "real_trained": baseline["real_trained"],
+        UTILITY: {
+            REAL_TRAINED: baseline[REAL_TRAINED],
             "evaluator": baseline["evaluator"],
             "test_images": baseline["test_images"],
         },
     }
     if labels is not None:
-        result["fidelity_per_grade"] = per_grade(real_features, real_labels, fake_features[0], labels)
+        result[FIDELITY_PER_GRADE] = per_grade(real_features, real_labels, fake_features[0], labels)
         _, test = heldout_halves(store)
         test_images, test_labels = store.load("heldout", test)
-        result["utility"]["synthetic_trained"] = score(train_grader(images, labels), test_images, test_labels)
+        result[UTILITY][SYNTHETIC_TRAINED] = score(train_grader(images, labels), test_images, test_labels)
     else:
-        result["utility"]["synthetic_trained"] = {
+        result[UTILITY][SYNTHETIC_TRAINED] = {
             "applicable": False,
             "reason": "an unconditional generator's images carry no grade",
         }
     if inception is not None:
         model, sha256 = inception
-        result["fid"] = {
-            "value": fd(inception_features(model, real_images), inception_features(model, images)),
+        result[FID] = {
+            VALUE: fd(inception_features(model, real_images), inception_features(model, images)),
             "weights": str(Path(inception_weights).resolve()),
             "weights_sha256": sha256,
         }
     if reference is not None:
-        result["paper_realism"] = {
-            "value": paper_realism(reference, images, labels),
+        result[PAPER_REALISM] = {
+            VALUE: paper_realism(reference, images, labels),
             "reference": str(Path(reference).resolve()),
         }
-    out = Path(run) / "eval" / "metrics.json"
+    out = result_path(run)
     out.parent.mkdir(exist_ok=True)
     write_text_atomic(out, json.dumps(result, indent=2))
     return result

@@ -39,6 +39,7 @@ from fedgan.data.store import MANIFEST, Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, train_grader
 from fedgan.evaluation.kappa import quadratic_weighted_kappa
+from fedgan.evaluation.results import REAL_TRAINED
 from fedgan.evaluation.structure import StructureSpace
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,14 @@ def real_baseline(
     store = Store(store_path)
     cache = evaluator_folder(store) / BASELINE_FILE
     if cache.exists() and (cached := json.loads(cache.read_text())).get("evaluator_sha256") == evaluator.sha256:
-        if "balanced_accuracy" in cached["real_trained"]:  # caches from before it was measured are redone
+        if "balanced_accuracy" in cached[REAL_TRAINED]:  # caches from before it was measured are redone
             return cached
     _, test = heldout_halves(store)
     test_images, test_labels = store.load("heldout", test)
     images, labels = store.load("train")
     result = {
         "evaluator_sha256": evaluator.sha256,
-        "real_trained": score(train_grader(images, labels, training), test_images, test_labels),
+        REAL_TRAINED: score(train_grader(images, labels, training), test_images, test_labels),
         "evaluator": score(evaluator.model, test_images, test_labels),
         "test_images": len(test_labels),
         "train_images": len(labels),

@@ -34,6 +34,7 @@ from fedgan.atomic import write_bytes_atomic, write_text_atomic
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import generated_set
+from fedgan.runfolder import RunFolder
 from fedgan.training.loop import GANState
 from fedgan.training.trained import TrainedModel, load_trained
 
@@ -177,7 +178,7 @@ def audit(
         "ratio_of_medians": float(np.median(copy_distance) / max(np.median(heldout_distance), 1e-12)),
     }
     closest = np.argsort(copy_distance)[:pairs]
-    out = Path(run) / "eval"
+    out = RunFolder(Path(run)).evaluation
     out.mkdir(exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(

@@ -38,7 +38,7 @@ from fedgan.federation.server_app import run_rounds
 from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
-from fedgan.provenance import write_run_record
+from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
 
@@ -83,7 +83,8 @@ def deployment_settings(
     check_disclosure(disclose)
     check_algorithm(algorithm, secagg is not None, False, train_config, float(fed["fraction"]))
     start_round, resumed = 0, {}
-    if (run / "checkpoints" / "latest").exists():
+    folder = RunFolder(run)
+    if folder.has_run():
         data = read_checkpoint(run)
         state, train_config = restore_state(data, torch.device("cpu"))
         model_config, start_round, resumed = state.model_config, int(data["extra"]["round"]), data["extra"]
@@ -92,9 +93,7 @@ def deployment_settings(
         state = new_state(model_config, train_config, torch.device("cpu"))
         if fed["init"]:
             init_from_checkpoint(state, Path(str(fed["init"])), train_config)
-        run.mkdir(parents=True, exist_ok=True)
-        write_run_record(
-            run,
+        folder.create(
             seed=train_config.seed,
             stores={},
             config={

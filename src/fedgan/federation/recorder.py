@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from fedgan.config import NUM_GRADES
 from fedgan.federation import keys
 from fedgan.federation.settings import FederationSettings
 from fedgan.federation.weights import load_global_weights
+from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, RunFolder, append_lines
 from fedgan.training.checkpoint import BEST, prune_checkpoints, save_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.privacy import History, epsilon
@@ -37,6 +37,7 @@ class RoundRecorder:
 
     def __init__(self, settings: FederationSettings, start_round: int) -> None:
         self.settings = settings
+        self.folder = RunFolder(settings.run)
         self.start_round = start_round
         self.privacy: dict[str, History] = read_ledger(settings.run)  # per hospital, across rounds and attempts
         self.lines: list[dict[str, Any]] = []  # the round's per-hospital lines, written once it is committed
@@ -50,13 +51,10 @@ class RoundRecorder:
             self.probe = QualityProbe.for_store(
                 settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed
             )
-        self.best_kid = best_kid(settings.run)
+        self.best_kid = self.folder.best_kid()  # a resumed federation keeps its best
         self.extra: Callable[[], dict[str, Any]] = (
             dict  # more state for each round's checkpoint (the server optimiser's)
         )
-
-    def write(self, *lines: dict[str, Any]) -> None:
-        append_lines(self.settings.run / "metrics.jsonl", lines)
 
     def clients(
         self,
@@ -70,7 +68,7 @@ class RoundRecorder:
         reason) of the rest; written when the round is committed (`end_round`)."""
         for node, m in valid:
             line = {
-                "round": global_round,
+                ROUND: global_round,
                 "client": int(m[keys.PARTITION_ID]),
                 "node": node,
                 "examples": int(m[keys.NUM_EXAMPLES]),
@@ -79,7 +77,7 @@ class RoundRecorder:
                         "steps": int(m[keys.STEPS]),
                         "d_loss": m[keys.D_LOSS],
                         "g_loss": m[keys.G_LOSS],
-                        "seconds": round(float(m[keys.SECONDS]), 3),
+                        SECONDS: round(float(m[keys.SECONDS]), 3),
                     }
                     if keys.D_LOSS in m
                     else {}
@@ -96,10 +94,10 @@ class RoundRecorder:
                 spent = self.privacy.setdefault(str(m[keys.PARTITION_ID]), [])
                 spent.append((float(m[keys.DP_NOISE]), float(m[keys.DP_RATE]), int(m[keys.DP_STEPS])))
                 append_lines(
-                    self.settings.run / LEDGER,
+                    self.folder.ledger,
                     [
                         {
-                            "round": global_round,
+                            ROUND: global_round,
                             "hospital": str(m[keys.PARTITION_ID]),
                             "noise": spent[-1][0],
                             "rate": spent[-1][1],
@@ -122,7 +120,7 @@ class RoundRecorder:
             self.lines.append(line)
         for node, reason in failed:
             log.warning("round %d: hospital on node %s left out: %s", global_round, node, reason)
-            self.lines.append({"round": global_round, "node": node, "failed": reason})
+            self.lines.append({ROUND: global_round, "node": node, "failed": reason})
         spent = [epsilon(h, self.settings.train_config.dp_delta) for h in self.privacy.values()]
         self.pending = {
             "clients": len(valid),
@@ -147,34 +145,34 @@ class RoundRecorder:
         self.state.epoch = global_round
         save_samples(
             self.state,
-            self.settings.run / "samples" / f"round-{global_round:04d}.png",
+            self.folder.sample_grid(ROUND, global_round),
             self.settings.train_config.sample_count,
             self.settings.train_config.seed,
         )
         save_checkpoint(
             self.state,
             self.settings.train_config,
-            self.settings.run / "checkpoints",
-            f"round-{global_round:04d}",
+            self.folder.checkpoints,
+            f"{ROUND}-{global_round:04d}",
             extra={"round": global_round, "rounds": self.settings.rounds, **self.extra()},
         )
-        prune_checkpoints(self.settings.run / "checkpoints", "round", self.settings.train_config.keep_checkpoints)
+        prune_checkpoints(self.folder.checkpoints, ROUND, self.settings.train_config.keep_checkpoints)
         seconds = time.perf_counter() - self.round_started
         if self.probe is not None:
             quality = self.probe(self.state)
             self.pending |= quality
-            if self.best_kid is None or quality["kid"] < self.best_kid:
-                self.best_kid = quality["kid"]
+            if self.best_kid is None or quality[KID] < self.best_kid:
+                self.best_kid = quality[KID]
                 save_checkpoint(
                     self.state,
                     self.settings.train_config,
-                    self.settings.run / "checkpoints",
+                    self.folder.checkpoints,
                     BEST,
-                    extra={"round": global_round, "rounds": self.settings.rounds, "kid": quality["kid"]},
+                    extra={ROUND: global_round, "rounds": self.settings.rounds, KID: quality[KID]},
                     latest=False,
                 )
-        self.write(
-            *self.lines, {"round": global_round, "aggregate": True, "seconds": round(seconds, 3), **self.pending}
+        self.folder.append(
+            [*self.lines, {ROUND: global_round, AGGREGATE: True, SECONDS: round(seconds, 3), **self.pending}]
         )
         self.lines = []
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
@@ -187,37 +185,13 @@ def mean_of(key: str, metrics: list[Mapping[str, Any]]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-LEDGER = "privacy.jsonl"  # DP-SGD steps each hospital released, one line per hospital and attempted round
-
-
-def append_lines(path: Path, lines: Iterable[dict[str, Any]]) -> None:
-    """Append JSON lines and sync them to disk before returning."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(line) + "\n" for line in lines))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def read_ledger(run: Path) -> dict[str, History]:
     """Each hospital's DP history from the run's ledger (empty for a new run)."""
     histories: dict[str, History] = {}
-    path = run / LEDGER
+    path = RunFolder(run).ledger
     for line in path.read_text().splitlines() if path.exists() else []:
         entry = json.loads(line)
         histories.setdefault(entry["hospital"], []).append(
             (float(entry["noise"]), float(entry["rate"]), int(entry["steps"]))
         )
     return histories
-
-
-def best_kid(run: Path) -> float | None:
-    """The lowest per-round KID recorded so far in `run` (a resumed federation keeps its best)."""
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return None
-    values = [
-        line["kid"]
-        for line in map(json.loads, path.read_text().splitlines())
-        if line.get("aggregate") and "kid" in line
-    ]
-    return min(values) if values else None

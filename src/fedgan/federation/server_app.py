@@ -26,9 +26,10 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from fedgan.federation.algorithms import make_strategy
 from fedgan.federation.failures import RoundFailed
 from fedgan.federation.nodes import connected_nodes
-from fedgan.federation.recorder import LEDGER, RoundRecorder, append_lines
+from fedgan.federation.recorder import RoundRecorder
 from fedgan.federation.secure import run_secure
 from fedgan.federation.settings import FederationSettings
+from fedgan.runfolder import RunFolder, append_lines
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,10 @@ def run_rounds(
     """The ServerApp's work: rounds start_round+1 .. settings.rounds, with the configured algorithm;
     `resumed` is the `extra` of the checkpoint resumed from (the server optimiser's state)."""
     resumed = resumed or {}
-    if (
-        resumed.get("privacy") and not (settings.run / LEDGER).exists()
-    ):  # a run from before the ledger kept DP histories here
+    ledger = RunFolder(settings.run).ledger
+    if resumed.get("privacy") and not ledger.exists():  # a run from before the ledger kept DP histories here
         append_lines(
-            settings.run / LEDGER,
+            ledger,
             [
                 {"round": 0, "hospital": hospital, "noise": h[0], "rate": h[1], "steps": h[2]}
                 for hospital, history in resumed["privacy"].items()

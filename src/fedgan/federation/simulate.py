@@ -1,12 +1,8 @@
 """`fedgan federate`: N virtual hospitals on Flower's simulation engine, one run folder.
 
-```
-RUN/config.toml          seed, federation settings, model/training configs, store hash
-RUN/metrics.jsonl        per round and hospital: losses, examples, seconds, bytes; per round: aggregate
-RUN/samples/round-NNNN.png
-RUN/checkpoints/round-NNNN.pt and latest (global G and D, round, configs): resumable, and usable
-                         as `--init` for another run
-```
+The folder's format is `fedgan.runfolder`'s: samples and checkpoints per round (the global G and
+D, resumable and usable as `--init` for another run), a metrics line per hospital and round and
+an "aggregate" line per round.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tomllib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -32,7 +27,7 @@ from fedgan.federation.settings import ClientDP, FederationSettings, SecAggSetti
 from fedgan.federation.weights import global_weights
 from fedgan.models.dcgan import GANConfig
 from fedgan.parallel import default_workers
-from fedgan.provenance import write_run_record
+from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state
 from fedgan.training.privacy import check_private_model
@@ -97,7 +92,7 @@ def run_engine(
         )
     except RuntimeError as exc:  # raised by the ServerApp, e.g. too few hospitals succeeded
         reason = str(exc)
-    done = completed_rounds(settings.run) if (settings.run / "checkpoints" / "latest").exists() else 0
+    done = completed_rounds(settings.run) if RunFolder(settings.run).has_run() else 0
     if done < settings.rounds:
         raise FedGANError(
             f"federation stopped after round {done} of {settings.rounds}: {reason} "
@@ -163,8 +158,8 @@ def federate(
     is left out and the round goes on if `min_successful` did.
     `disclose`: what hospitals reveal beyond their weight (`fedgan.config.DISCLOSURES`).
     """
-    if (run / "checkpoints").exists():
-        raise FedGANError(f"{run}: already holds a run (use `fedgan federate --resume {run}` to continue it)")
+    folder = RunFolder(run)
+    folder.refuse_existing("fedgan federate --resume")
     if weighting not in WEIGHTINGS:
         raise FedGANError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     if client_dp and (weighting != "unweighted" or secagg):
@@ -203,9 +198,7 @@ def federate(
     state = new_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_record(
-        run,
+    folder.create(
         seed=train_config.seed,
         stores={"train": store_path},
         config={
@@ -235,8 +228,9 @@ def federate(
 
 def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
     """Continue a federation after its last completed round, with the settings it started with."""
-    data = read_checkpoint(run / "checkpoints" / "latest")
-    record = tomllib.loads((run / "config.toml").read_text())
+    folder = RunFolder(run)
+    data = read_checkpoint(folder.latest)
+    record = folder.record()
     fed = record["config"]["federation"]
     state, train_config = restore_state(data, torch.device("cpu"))
     done = int(data["extra"]["round"])
@@ -244,7 +238,7 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
     if done >= total:
         raise FedGANError(f"{run}: already completed {done} of {total} rounds (pass --rounds to extend it)")
     settings = FederationSettings(
-        Path(record["data"]["train"]["path"]),
+        folder.store(),
         run,
         int(fed["clients"]),
         str(fed["partition"]),
@@ -269,4 +263,4 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
 
 
 def completed_rounds(run: Path) -> int:
-    return int(read_checkpoint(run / "checkpoints" / "latest")["extra"]["round"])
+    return int(read_checkpoint(RunFolder(run).latest)["extra"]["round"])

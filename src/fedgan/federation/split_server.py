@@ -35,7 +35,7 @@ from fedgan.federation.failures import RoundFailed, short_reason
 from fedgan.federation.nodes import connected_nodes
 from fedgan.federation.screening import oversized, weight_problem
 from fedgan.federation.weights import global_weights, load_global_weights
-from fedgan.training.checkpoint import LATEST, read_checkpoint, restore_state
+from fedgan.training.checkpoint import read_checkpoint, restore_state
 from fedgan.training.split import combine, draw_fakes, generator_step, grade_weights
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def run_split(
 ) -> None:
     """Rounds start_round+1 .. settings.rounds of mdgan."""
     if recorder.start_round:  # the generator's optimiser and noise stream continue exactly
-        recorder.state, _ = restore_state(read_checkpoint(settings.run / "checkpoints" / LATEST), torch.device("cpu"))
+        recorder.state, _ = restore_state(read_checkpoint(recorder.folder.latest), torch.device("cpu"))
     else:
         load_global_weights(recorder.state, dict(initial))
     state, train = recorder.state, settings.train_config

@@ -12,7 +12,6 @@ import base64
 import html
 import io
 import json
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,20 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedgan.atomic import write_text_atomic  # noqa: E402
-from fedgan.errors import FedGANError  # noqa: E402
 from fedgan.evaluation.privacy import PAIRS_FILE  # noqa: E402
+from fedgan.evaluation.results import (  # noqa: E402
+    FID,
+    FIDELITY,
+    FIDELITY_GRADER,
+    FIDELITY_PER_GRADE,
+    PAPER_REALISM,
+    REAL_TRAINED,
+    SYNTHETIC_TRAINED,
+    UTILITY,
+    VALUE,
+    read_result,
+)
+from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, STEP, RunFolder, is_federated, quality_points  # noqa: E402
 from fedgan.training.samples import image_grid  # noqa: E402
 
 STYLE = """
@@ -88,14 +99,9 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def read_lines(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
     """Loss curves and a caption: per round (aggregate and each hospital) or per epoch."""
-    aggregates = [r for r in lines if r.get("aggregate")]
+    aggregates = [r for r in lines if r.get(AGGREGATE)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
     if aggregates:
         clients: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -142,17 +148,16 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
 
 def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
     """In-training KID (both feature spaces) against steps or rounds, and against training seconds."""
-    federated = any(r.get("aggregate") for r in lines)
-    points = [r for r in lines if "kid" in r and (r.get("aggregate") if federated else r.get("eval"))]
+    federated, points = is_federated(lines), quality_points(lines)
     if not points:
         return None
     if federated:
-        progress, unit = [r["round"] for r in points], "round"
-        seconds = list(np.cumsum([r["seconds"] for r in lines if r.get("aggregate") and "kid" in r]))
+        progress, unit = [r[ROUND] for r in points], ROUND
+        seconds = list(np.cumsum([r[SECONDS] for r in points]))
     else:
-        progress, unit, seconds = [r["step"] for r in points], "step", [r["seconds"] for r in points]
+        progress, unit, seconds = [r[STEP] for r in points], STEP, [r[SECONDS] for r in points]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
-    for key, label in (("kid", "structure (headline)"), ("kid_grader", "grader")):
+    for key, label in ((KID, "structure (headline)"), (f"{KID}_grader", "grader")):
         values = [max(r.get(key, np.nan), 1e-6) for r in points]
         axes[0].plot(progress, values, marker="o", ms=3, label=label)
         axes[1].plot(seconds, values, marker="o", ms=3, label=label)
@@ -171,7 +176,7 @@ def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
 
 
 def grids(run: Path, most: int = 6) -> str:
-    files = sorted((run / "samples").glob("*.png"))
+    files = sorted(RunFolder(run).samples.glob("*.png"))
     if not files:
         return '<p class="muted">No sample grids in this run.</p>'
     count = min(most, len(files))  # evenly spaced over the run, first and last included
@@ -239,7 +244,7 @@ def left_out(lines: list[dict[str, Any]]) -> str:
 
 
 def timings(lines: list[dict[str, Any]]) -> str:
-    aggregates = [r for r in lines if r.get("aggregate")]
+    aggregates = [r for r in lines if r.get(AGGREGATE)]
     if aggregates:
         sent = sum(r.get("bytes_sent", 0) for r in lines if "client" in r)
         received = sum(r.get("bytes_received", 0) for r in lines if "client" in r)
@@ -274,12 +279,11 @@ def timings(lines: list[dict[str, Any]]) -> str:
 
 
 def metrics_section(run: Path) -> str:
-    path = run / "eval" / "metrics.json"
-    if not path.exists():
+    result = read_result(run)
+    if result is None:
         command = f"fedgan evaluate {html.escape(str(run))} --real STORE"
         return f'<p class="muted">Not evaluated yet: <code>{command}</code>.</p>'
-    result = json.loads(path.read_text())
-    fidelity, grader = result["fidelity"], result.get("fidelity_grader", {})
+    fidelity, grader = result[FIDELITY], result.get(FIDELITY_GRADER, {})
 
     def cell(values: dict[str, dict[str, float]], name: str) -> str:
         v = values.get(name)
@@ -303,7 +307,7 @@ def metrics_section(run: Path) -> str:
             [[name, cell(fidelity, name), cell(grader, name), METRIC_NOTES.get(name, "")] for name in fidelity],
         ),
     ]
-    if result.get("fidelity_per_grade"):
+    if result.get(FIDELITY_PER_GRADE):
         out.append(
             "<h3>Per grade</h3>"
             + table(
@@ -318,25 +322,25 @@ def metrics_section(run: Path) -> str:
                         v["real"],
                         v["generated"],
                     ]
-                    for g, v in result["fidelity_per_grade"].items()
+                    for g, v in result[FIDELITY_PER_GRADE].items()
                 ],
             )
         )
-    if "fid" in result:
+    if FID in result:
         out.append(
             "<p>Standard FID with the supplied Inception weights "
-            f"(<code>{result['fid']['weights_sha256'][:12]}</code>): "
-            f"<b>{fmt(result['fid']['value'])}</b>.</p>"
+            f"(<code>{result[FID]['weights_sha256'][:12]}</code>): "
+            f"<b>{fmt(result[FID][VALUE])}</b>.</p>"
         )
-    if "paper_realism" in result:
+    if PAPER_REALISM in result:
         out.append(
             f"<p>The paper's realism score (mean sigmoid of one fixed reference discriminator, "
-            f"<code>{html.escape(result['paper_realism']['reference'])}</code>, on generated images): "
-            f"<b>{fmt(result['paper_realism']['value'])}</b>. The paper reports 0.43 / 0.37 / 0.36 / 0.35 for "
+            f"<code>{html.escape(result[PAPER_REALISM]['reference'])}</code>, on generated images): "
+            f"<b>{fmt(result[PAPER_REALISM][VALUE])}</b>. The paper reports 0.43 / 0.37 / 0.36 / 0.35 for "
             "3 / 5 / 7 / 10 clients with its own reference.</p>"
         )
-    utility = result["utility"]
-    synthetic = utility["synthetic_trained"]
+    utility = result[UTILITY]
+    synthetic = utility[SYNTHETIC_TRAINED]
 
     def cells(scores: dict[str, Any]) -> list[str]:
         if "accuracy" not in scores:
@@ -351,7 +355,7 @@ def metrics_section(run: Path) -> str:
         ]
 
     rows = [
-        ["real images (baseline)", *cells(utility["real_trained"])],
+        ["real images (baseline)", *cells(utility[REAL_TRAINED])],
         ["synthetic images", *cells(synthetic)],
         ["the evaluator itself", *cells(utility["evaluator"])],
     ]
@@ -365,7 +369,7 @@ def metrics_section(run: Path) -> str:
 
 
 def privacy_section(run: Path) -> str:
-    path = run / "eval" / "privacy.json"
+    path = RunFolder(run).evaluation / "privacy.json"
     if not path.exists():
         command = f"fedgan audit {html.escape(str(run))} --members STORE --non-members STORE:heldout"
         return f'<p class="muted">Not audited yet: <code>{command}</code>.</p>'
@@ -395,7 +399,7 @@ def privacy_section(run: Path) -> str:
         f"{fmt(memo['heldout_to_train']['median'])} "
         f"(ratio {fmt(memo['ratio_of_medians'])}; well below 1 would mean copies).</p>",
     ]
-    pairs = run / "eval" / PAIRS_FILE
+    pairs = RunFolder(run).evaluation / PAIRS_FILE
     if pairs.exists():
         data = np.load(pairs)
         both = torch.from_numpy(np.concatenate([data["generated"], data["train"]]))
@@ -430,12 +434,10 @@ def config_section(record: dict[str, Any]) -> str:
 
 
 def build_report(run: Path) -> Path:
-    run = Path(run)
-    if not (run / "config.toml").exists():
-        raise FedGANError(f"{run}: not a run folder (no config.toml)")
-    record = tomllib.loads((run / "config.toml").read_text())
-    lines = read_lines(run)
-    kind = "federated" if any(r.get("aggregate") for r in lines) else "centralised"
+    folder = RunFolder(Path(run))
+    record, lines = folder.record(), folder.lines()
+    run = folder.path
+    kind = "federated" if is_federated(lines) else "centralised"
     if kind == "federated":  # runs from before algorithms were recorded are FedAvg
         config = record.get("config", {})
         hospitals = config.get("federation", {}).get("clients", config.get("federation", {}).get("hospitals", "?"))

@@ -24,13 +24,13 @@ from fedgan.atomic import sync_folder, write_bytes_atomic
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
+from fedgan.runfolder import LATEST, RunFolder
 from fedgan.training.loop import GANState, make_ema, make_optimisers, new_state
 
 log = logging.getLogger(__name__)
 
 FORMAT = "fedgan-checkpoint"
 FORMAT_VERSION = 2  # 2: EMA generator, augmentation RNG, spectral norm and upsampling in the model config
-LATEST = "latest"
 BEST = "best"  # the checkpoint with the lowest in-training KID so far
 
 
@@ -105,8 +105,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     falls back, with a warning, to the newest readable numbered checkpoint before it.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / LATEST if (path / "checkpoints").is_dir() else path / LATEST
+    if path.is_dir():  # a run folder, or its checkpoints folder
+        path = RunFolder(path).latest if RunFolder(path).checkpoints.is_dir() else path / LATEST
     if path.name != LATEST:
         return read_checkpoint_file(path)
     try:

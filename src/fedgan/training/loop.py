@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,8 +28,24 @@ from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_model
 from fedgan.training.augment import augment_generator, diff_augment, mirror, parse_policy
 from fedgan.training.device import autocast
 
-if TYPE_CHECKING:  # opacus is imported only by runs that use it
-    from fedgan.training.privacy import PrivateDiscriminator
+
+class Privacy(Protocol):
+    """DP-SGD on a discriminator (`fedgan.training.privacy.PrivateDiscriminator`).
+
+    Its optimiser replaces the discriminator's and advances the accountant on every step, so a
+    discriminator update is the same code with or without DP. What remains for the loop is to
+    switch the per-sample hooks off while the generator learns through D."""
+
+    noise: float
+    rate: float
+
+    def hooks_off(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def history(self) -> list[tuple[float, float, int]]: ...
+
+    def epsilon(self) -> float: ...
+
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -37,12 +53,12 @@ class GANState:
     model_config: GANConfig
     generator: Generator
     discriminator: Discriminator
-    opt_generator: torch.optim.Adam
-    opt_discriminator: torch.optim.Adam
+    opt_generator: torch.optim.Optimizer
+    opt_discriminator: torch.optim.Optimizer  # Opacus's DPOptimizer around Adam under DP-SGD
     noise: torch.Generator  # draws every z and fake label, so resumed runs draw the same ones
     epoch: int = 0  # completed epochs
     step: int = 0  # completed generator updates
-    private: PrivateDiscriminator | None = None  # DP-SGD on the discriminator, when enabled
+    private: Privacy | None = None  # DP-SGD on the discriminator, when enabled
     generator_ema: AveragedModel | None = None  # moving average of the generator's weights, when enabled
     augment: torch.Generator = dataclasses.field(default_factory=lambda: augment_generator(0))  # DiffAugment's draws
 
@@ -181,12 +197,13 @@ def r1_penalty(
 
 @dataclasses.dataclass
 class DiscriminatorSide:
-    """What a discriminator update needs: the network, its optimiser, DP-SGD when on. The
-    centralised loop takes it from its `GANState`; under `mdgan` a hospital holds only this."""
+    """What a discriminator update needs: the network, its optimiser (DP-SGD's when on) and the
+    privacy hooks. The centralised loop takes it from its `GANState`; under `mdgan` a hospital
+    holds only this."""
 
     discriminator: Discriminator
-    optimiser: torch.optim.Adam
-    private: PrivateDiscriminator | None = None
+    optimiser: torch.optim.Optimizer
+    private: Privacy | None = None
 
     def update(
         self,
@@ -203,16 +220,9 @@ class DiscriminatorSide:
             fake_logits = self.discriminator(fake_seen.detach(), fake_labels)
             d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
             d_loss = d_loss_real + d_loss_fake
-        if self.private:
-            self.private.optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.private.step()
-        else:
-            self.optimiser.zero_grad(set_to_none=True)
-            (
-                d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss
-            ).backward()
-            self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+        (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
+        self.optimiser.step()  # under DP-SGD: clip per sample, add noise, count the step
         return d_loss, real_logits, fake_logits
 
     def judged(self) -> contextlib.AbstractContextManager[None]:

@@ -3,8 +3,10 @@
 Only the discriminator touches real images; the generator learns from the discriminator's
 verdicts alone, so it (and every image it makes) is post-processing of a DP discriminator and
 inherits its guarantee. Each discriminator update clips every sample's gradient to `dp_clip`
-and adds Gaussian noise of `dp_noise x dp_clip` (Opacus's `DPOptimizer`); the RDP accountant
-turns the (noise, sampling rate, steps) history into ε at `dp_delta`.
+and adds Gaussian noise of `dp_noise x dp_clip` (Opacus's `DPOptimizer`, which becomes the
+state's discriminator optimiser, so the loop has no DP branch); the RDP accountant, hooked on
+the optimiser's step as in Opacus's `PrivacyEngine`, turns the (noise, sampling rate, steps)
+history into ε at `dp_delta`.
 
 Details that matter:
 - a sample's gradient is the sum over its real image and the fake paired with it (one backward
@@ -111,10 +113,7 @@ class PrivateDiscriminator:
         )
         self.accountant = RDPAccountant()
         self.accountant.history = list(history or [])
-
-    def step(self) -> None:
-        self.optimizer.step()
-        self.accountant.step(noise_multiplier=self.noise, sample_rate=self.rate)
+        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(self.rate))  # as Opacus's PrivacyEngine
 
     @contextlib.contextmanager
     def hooks_off(self) -> Iterator[None]:
@@ -170,8 +169,4 @@ def attach_privacy(
     state.private = PrivateDiscriminator(
         state.discriminator, state.opt_discriminator, config, noise, dataset_size, history
     )
-
-
-def privacy_record(state: GANState) -> dict[str, Any] | None:
-    """What a checkpoint keeps so that epsilon continues across a resume."""
-    return {"noise": state.private.noise, "history": state.private.history()} if state.private else None
+    state.opt_discriminator = state.private.optimizer  # the one optimiser the loop steps, private now

@@ -1,12 +1,7 @@
 """Centralised training (and CT pretraining) into a run folder, resumable from its last checkpoint.
 
-```
-RUN/config.toml       seed, configs, versions, the store's hash, the `--init` checkpoint
-RUN/metrics.jsonl     one line per step: epoch, step, losses, D(x), D(G(z)), images/s, training seconds;
-                      every `eval-every` steps one more with "eval": KID and FD on the store's fixed evaluator
-RUN/samples/          epoch-NNNN.png, fixed noise
-RUN/checkpoints/      epoch-NNNN.pt, `latest`, and best.pt (the lowest in-training KID so far)
-```
+The folder's format is `fedgan.runfolder`'s: samples and checkpoints per epoch, a metrics line
+per step and an "eval" line every `eval-every` steps, `checkpoints/best` by in-training KID.
 """
 
 from __future__ import annotations
@@ -15,7 +10,6 @@ import dataclasses
 import json
 import logging
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +20,7 @@ from fedgan.config import TrainConfig, to_dict
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.models.dcgan import GANConfig
-from fedgan.provenance import write_run_record
+from fedgan.runfolder import EPOCH, EVAL, KID, SECONDS, STEP, RunFolder
 from fedgan.training.checkpoint import (
     BEST,
     init_from_checkpoint,
@@ -64,14 +58,6 @@ def private_steps_per_epoch(config: TrainConfig, dataset_size: int) -> int:
     return dataset_size // min(config.batch_size, dataset_size) * config.d_steps
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines after `step`: a resumed run rewrites them identically."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train_centralised(
     store_path: Path,
     run: Path,
@@ -90,8 +76,8 @@ def train_centralised(
     `probe` measures quality every `train_config.eval_every` steps (and keeps `checkpoints/best`);
     `stop_after_epochs` ends the process early as an interruption would (for resume tests).
     """
-    if (run / "checkpoints").exists():
-        raise FedGANError(f"{run}: already holds a run (use `fedgan train --resume {run}` to continue it)")
+    folder = RunFolder(run)
+    folder.refuse_existing("fedgan train --resume")
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
     images, labels = load_training_data(store, config.conditional)
@@ -104,9 +90,7 @@ def train_centralised(
     attach_privacy(
         state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images))
     )
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_record(
-        run,
+    folder.create(
         seed=train_config.seed,
         stores={"train": store_path},
         config={
@@ -127,11 +111,12 @@ def resume_centralised(
     probe: Probe | None = None,
 ) -> GANState:
     """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
-    data = read_checkpoint(run / "checkpoints" / "latest")
+    folder = RunFolder(run)
+    data = read_checkpoint(folder.latest)
     state, train_config = restore_state(data, device)
     if epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=epochs)
-    store_path = run_store(run)
+    store_path = folder.store()
     store = Store(store_path)
     images, labels = load_training_data(store, state.model_config.conditional)
     attach_privacy(
@@ -141,14 +126,9 @@ def resume_centralised(
         train_config.epochs * private_steps_per_epoch(train_config, len(images)),
         data.get("privacy"),
     )
-    truncate_metrics(run / "metrics.jsonl", state.step)
+    folder.truncate(state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
     return _train(state, train_config, images, labels, run, progress, None, store_path, probe, data["extra"])
-
-
-def run_store(run: Path) -> Path:
-    """The store a run trains on, from its run record."""
-    return Path(tomllib.loads((run / "config.toml").read_text())["data"]["train"]["path"])
 
 
 def _train(
@@ -164,6 +144,7 @@ def _train(
     saved: dict,
 ) -> GANState:
     """The epochs still to do; `saved` is the resumed checkpoint's extra record (training seconds, best KID)."""
+    folder = RunFolder(run)
     steps_per_epoch = len(images) // min(config.batch_size, len(images))
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
@@ -180,7 +161,7 @@ def _train(
         "best_kid": saved.get("best_kid"),
     }
     step_started = time.perf_counter()
-    with open(run / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+    with open(folder.metrics, "a", encoding="utf-8") as metrics:
 
         def on_step(state: GANState, stats: StepStats, batch: int) -> None:
             nonlocal step_started
@@ -188,15 +169,15 @@ def _train(
             if not stats.finite():
                 raise FedGANError(
                     f"training diverged at step {state.step}: losses D {stats.d_loss}, G {stats.g_loss} "
-                    f"(resume from {run / 'checkpoints' / 'latest'} with a lower learning rate)"
+                    f"(resume from {folder.latest} with a lower learning rate)"
                 )
             rate = speed.add(batch)
             line = {
-                "epoch": state.epoch + 1,
-                "step": state.step,
+                EPOCH: state.epoch + 1,
+                STEP: state.step,
                 **dataclasses.asdict(stats),
                 "images_per_s": round(rate, 2),
-                "seconds": round(progress_record["seconds"], 3),
+                SECONDS: round(progress_record["seconds"], 3),
             }
             if state.private:
                 line["epsilon"] = round(state.private.epsilon(), 4)
@@ -206,20 +187,20 @@ def _train(
                 metrics.write(
                     json.dumps(
                         {
-                            "epoch": state.epoch + 1,
-                            "step": state.step,
-                            "eval": True,
-                            "seconds": line["seconds"],
+                            EPOCH: state.epoch + 1,
+                            STEP: state.step,
+                            EVAL: True,
+                            SECONDS: line[SECONDS],
                             **quality,
                         }
                     )
                     + "\n"
                 )
-                if progress_record["best_kid"] is None or quality["kid"] < progress_record["best_kid"]:
-                    progress_record["best_kid"] = quality["kid"]
-                    save_checkpoint(state, config, run / "checkpoints", BEST, extra=progress_record, latest=False)
+                if progress_record["best_kid"] is None or quality[KID] < progress_record["best_kid"]:
+                    progress_record["best_kid"] = quality[KID]
+                    save_checkpoint(state, config, folder.checkpoints, BEST, extra=progress_record, latest=False)
                 bar.set_postfix(
-                    d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality['kid']:.3g}", refresh=False
+                    d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality[KID]:.3g}", refresh=False
                 )
             else:
                 bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
@@ -230,9 +211,9 @@ def _train(
             step_started = time.perf_counter()
             train_epoch(state, images, labels, config, on_step)
             metrics.flush()
-            save_samples(state, run / "samples" / f"epoch-{state.epoch:04d}.png", config.sample_count, config.seed)
-            save_checkpoint(state, config, run / "checkpoints", f"epoch-{state.epoch:04d}", extra=progress_record)
-            prune_checkpoints(run / "checkpoints", "epoch", config.keep_checkpoints)
+            save_samples(state, folder.sample_grid(EPOCH, state.epoch), config.sample_count, config.seed)
+            save_checkpoint(state, config, folder.checkpoints, f"{EPOCH}-{state.epoch:04d}", extra=progress_record)
+            prune_checkpoints(folder.checkpoints, EPOCH, config.keep_checkpoints)
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break
     bar.close()
