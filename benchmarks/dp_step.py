@@ -14,8 +14,7 @@ import time
 
 import torch
 
-from fedgan.config import TrainConfig
-from fedgan.models.dcgan import GANConfig
+from fedgan.config import GANConfig, TrainConfig
 from fedgan.training.loop import new_state, train_step
 from fedgan.training.privacy import attach_privacy
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from flwr.app import Context, RecordDict
 
-from fedgan.config import AGGREGATIONS, AlgorithmConfig, PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import AGGREGATIONS, AlgorithmConfig, GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
@@ -39,7 +39,6 @@ from fedgan.federation.server_app import run_rounds
 from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 

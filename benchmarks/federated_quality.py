@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fedgan.config import NUM_GRADES, AlgorithmConfig, TrainConfig
+from fedgan.config import NUM_GRADES, AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set, per_grade
@@ -29,10 +29,9 @@ from fedgan.evaluation.evaluator import HEADLINE
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.probe import QualityProbe
 from fedgan.federation.simulate import federate
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint, restore_state
+from fedgan.training.grids import save_fixed_grid
 from fedgan.training.run import train_centralised
-from fedgan.training.samples import save_samples
 
 
 def measure(run: Path, probe: QualityProbe, store: Store, draws: int, seed: int) -> dict:
@@ -43,7 +42,7 @@ def measure(run: Path, probe: QualityProbe, store: Store, draws: int, seed: int)
         fidelity, probe.real[HEADLINE], [probe.evaluator.embed(images, HEADLINE) for images, _ in fakes]
     )
     grades = per_grade(probe.real[HEADLINE], real_labels, probe.evaluator.embed(fakes[0][0], HEADLINE), fakes[0][1])
-    save_samples(state, run.parent / f"{run.name}.png", 50, seed)
+    save_fixed_grid(state, run.parent / f"{run.name}.png", 50, seed)
     return {
         "kid": headline["kid"],
         "precision": headline["precision"]["value"],

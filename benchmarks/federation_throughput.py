@@ -23,12 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.federation.settings import SecAggSettings
 from fedgan.federation.simulate import federate
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedgan.config import NUM_GRADES, TrainConfig
+from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.evaluation.probe import QualityProbe
 from fedgan.federation.split_server import judged_by
-from fedgan.models.dcgan import Discriminator, GANConfig
+from fedgan.models.dcgan import Discriminator
 from fedgan.training.augment import augment_generator
 from fedgan.training.checkpoint import init_from_checkpoint
 from fedgan.training.loop import DiscriminatorSide, new_state

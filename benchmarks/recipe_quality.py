@@ -24,18 +24,17 @@ from pathlib import Path
 
 import torch
 
-from fedgan.config import TrainConfig, from_dict
+from fedgan.config import GANConfig, TrainConfig, from_dict
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set
 from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, score
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.probe import QualityProbe
-from fedgan.models.dcgan import GANConfig
+from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import epoch_order, new_state, train_step
 from fedgan.training.recipes import apply_recipe
 from fedgan.training.run import load_training_data, model_config_for
-from fedgan.training.samples import save_samples
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(GANConfig)}
 
@@ -83,7 +82,7 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
             if trained >= args.budget:
                 break
         state.epoch += 1
-    save_samples(state, args.out / f"{variant}.png", 50, args.seed)
+    save_fixed_grid(state, args.out / f"{variant}.png", 50, args.seed)
     real_images, _ = store.load("train")
     fakes = [
         generated_set(state, len(real_images), probe.grade_frequencies, args.seed + draw) for draw in range(args.draws)

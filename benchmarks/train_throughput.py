@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedgan.config import TrainConfig
-from fedgan.models.dcgan import GANConfig
+from fedgan.config import GANConfig, TrainConfig
 from fedgan.training.device import autocast, resolve_device
 from fedgan.training.loop import GANState, new_state, train_step
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedgan.config import TrainConfig
-from fedgan.models.dcgan import GANConfig
+from fedgan.config import GANConfig, TrainConfig
 
 #: a 16 px model that trains in milliseconds: the federation tests' model
 TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)

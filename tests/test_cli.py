@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from fedgan.cli import main
+from fedgan.cli import build_parser, main
+from fedgan.commands.common import MODEL, TRAIN, shown
+from fedgan.config import FEDERATION, AlgorithmConfig, PreprocessConfig, StoreConfig, from_dict
 
 COMMANDS = [
     ["synth"],
@@ -45,6 +50,45 @@ def test_every_command_has_help_with_examples(command: list[str], capsys: pytest
     assert examples and all(line.startswith(f"fedgan {' '.join(command)}") for line in examples), (
         examples
     )  # no stray commands
+
+
+def subcommand(name: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[name]
+
+
+@pytest.mark.parametrize(
+    ("command", "configs"),
+    [
+        ("train", (TRAIN, MODEL)),
+        ("federate", (TRAIN, MODEL, FEDERATION, AlgorithmConfig())),
+        ("sweep", (TRAIN, MODEL, AlgorithmConfig())),
+        ("prepare", (PreprocessConfig(), StoreConfig())),
+    ],
+)
+def test_help_shows_the_defaults_the_config_dataclasses_hold(command: str, configs: tuple) -> None:
+    """Every flag that sets a config field says that field's real default, so help cannot drift."""
+    checked = 0
+    switches = (argparse._StoreTrueAction, argparse._StoreFalseAction)  # their default is the switch's absence
+    for action in (a for a in subcommand(command)._actions if not isinstance(a, switches)):
+        for config in configs:
+            if action.dest in {f.name for f in dataclasses.fields(config)} and action.dest not in ("epochs", "seed"):
+                assert f"(default: {shown(getattr(config, action.dest))}" in (action.help or ""), action.option_strings
+                checked += 1
+    assert checked >= 8
+
+
+def test_the_deployment_run_config_in_pyproject_holds_the_same_defaults() -> None:
+    """Flower reads the deployment's settings from pyproject.toml: they must not drift from the dataclasses'."""
+    app = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    local_epochs = {"epochs": FEDERATION.local_epochs}
+    for section, config in (("model", MODEL), ("train", dataclasses.replace(TRAIN, **local_epochs))):
+        assert from_dict(type(config), app[section]) == config, section
+    assert from_dict(AlgorithmConfig, app["algorithm"]) == AlgorithmConfig()
+    federation = app["federation"]
+    for key in ("rounds", "weighting", "fraction", "min-successful", "round-timeout", "secagg-clip"):
+        assert federation[key] == getattr(FEDERATION, key.replace("-", "_")), key
+    assert tuple(federation["disclose"].split(",")) == FEDERATION.disclose
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:

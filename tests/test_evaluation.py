@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import small_store
+from helpers import TINY, small_store
 
 from fedgan.config import StoreConfig, TrainConfig
 from fedgan.data.store import Store
@@ -17,10 +17,7 @@ from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.evaluator import heldout_halves, load_evaluator
 from fedgan.evaluation.fidelity import fd, fidelity, frechet_distance, kid, over_draws, prdc, realism_scores
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.run import train_centralised
-
-TINY = GANConfig(generator_width=32, discriminator_width=8, latent_dim=8)
 
 
 def test_frechet_distance_of_two_known_gaussians() -> None:

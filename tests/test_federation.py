@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from helpers import LOCAL, TINY
 
-from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
@@ -21,7 +22,6 @@ from fedgan.errors import FedGANError
 from fedgan.federation.settings import SecAggSettings
 from fedgan.federation.simulate import federate, resume_federation
 from fedgan.federation.weights import global_weights, load_global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 from fedgan.training.run import train_centralised
@@ -71,7 +71,7 @@ def label_split_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         partition_kind="label-split",
         rounds=2,
         model_config=TINY,
-        train_config=LOCAL,
+        train_config=dataclasses.replace(LOCAL, tensorboard=True),
         disclose=("grades", "losses"),
     )
 
@@ -100,6 +100,12 @@ def test_three_hospitals_two_rounds_partition_honoured(store: Path, label_split_
     assert [r["round"] for r in records if r.get("aggregate")] == [1, 2]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["round-0001.png", "round-0002.png"]
     assert read_checkpoint(run)["extra"]["round"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()  # --tensorboard: a curve per hospital, per round
+    for tag in ("hospital-0/d_loss", "hospital-2/g_loss", "round/d_loss"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    assert [e.step for e in events.Images("samples")] == [1, 2]
 
 
 def test_resume_continues_after_the_last_round(store: Path, tmp_path: Path) -> None:

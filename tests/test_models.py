@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from fedgan.config import GANConfig
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import GANConfig, build_models, parameter_count
+from fedgan.models.dcgan import build_models, parameter_count
 
 TINY = dict(generator_width=64, discriminator_width=8, latent_dim=16)
 

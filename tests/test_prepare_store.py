@@ -17,9 +17,10 @@ import pytest
 
 from fedgan.atomic import OWNER_MARK, staged_directory
 from fedgan.config import PreprocessConfig, StoreConfig
+from fedgan.data import store as store_module
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
-from fedgan.errors import FedGANError
+from fedgan.errors import DataError, FedGANError
 
 SMALL = PreprocessConfig(size=32)
 
@@ -86,6 +87,35 @@ def test_same_seed_same_shards_for_any_worker_count(fundus_set: Path, tmp_path: 
             ]
         )
     assert hashes[0] == hashes[1]
+
+
+def test_a_partition_reads_only_the_shards_that_hold_it(
+    fundus_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(fundus_store)
+    everything, all_labels = store.load("train")
+    opened: list[str] = []
+    original = store_module.read_records
+    monkeypatch.setattr(
+        store_module, "read_records", lambda path, **kw: opened.append(path.name) or original(path, **kw)
+    )
+    wanted = np.array([17, 3, 20])  # shard 0 holds records 0-15, shard 1 holds 16-29
+    images, labels = store.load("train", wanted)
+    assert np.array_equal(images, everything[np.sort(wanted)]) and np.array_equal(labels, all_labels[np.sort(wanted)])
+    second = store.manifest["splits"]["train"]["shards"][1]["file"]
+    opened.clear()
+    store.load("train", np.array([16, 29]))
+    assert opened == [second]  # the first shard is never opened
+
+
+def test_a_shard_shorter_than_its_manifest_entry_is_named(fundus_store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(fundus_store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][1]["count"] += 1  # the manifest promises a record the file lacks
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"train-00001.*holds 14 records, the manifest 15"):
+        Store(copy).load("train", np.array([20]))
 
 
 def test_tampered_shard_is_detected(fundus_store: Path, tmp_path: Path) -> None:

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import small_store
+from helpers import TINY, small_store
 from scipy.stats import mannwhitneyu
 
 from fedgan.config import TrainConfig
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
 from fedgan.evaluation.privacy import audit, roc_auc, tpr_at_fpr
-from fedgan.models.dcgan import GANConfig
 from fedgan.reporting.report import build_report
 from fedgan.training.recipes import apply_recipe
 from fedgan.training.run import train_centralised
-
-TINY = GANConfig(generator_width=32, discriminator_width=16, latent_dim=8)
 
 
 def test_auc_matches_the_mann_whitney_statistic_and_tpr_is_read_at_the_threshold() -> None:

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
 
-from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.augment import POLICIES, diff_augment, mirror, parse_policy
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import GANState, ema_average, epoch_order, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.recipes import RECIPES, apply_recipe
 from fedgan.training.run import resume_centralised, train_centralised
-
-TINY = GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16)
 
 
 def tiny_data(count: int = 24, seed: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,12 +100,12 @@ def test_paper_recipe_keeps_batch_norm_and_no_spectral_norm() -> None:
 
 def test_resize_upsampling_keeps_shapes() -> None:
     state = new_state(
-        GANConfig(resolution=32, generator_width=64, discriminator_width=8, latent_dim=16, upsample="resize"),
+        GANConfig(**{**TINY.__dict__, "resolution": 32, "upsample": "resize"}),
         TrainConfig(),
         torch.device("cpu"),
     )
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in state.generator.modules())
-    assert state.generator(torch.randn(2, 16)).shape == (2, 1, 32, 32)
+    assert state.generator(torch.randn(2, TINY.latent_dim)).shape == (2, 1, 32, 32)
 
 
 def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None:

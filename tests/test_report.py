@@ -7,12 +7,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import small_store
+from helpers import TINY, small_store
 
 from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import evaluate_run
-from fedgan.models.dcgan import GANConfig
 from fedgan.reporting.report import build_report
 from fedgan.training.run import train_centralised
 
@@ -47,7 +46,7 @@ def test_report_of_an_evaluated_centralised_run(fundus_set: Path, tmp_path: Path
     train_centralised(
         store,
         run,
-        model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
+        model_config=TINY,
         train_config=TrainConfig(epochs=2, batch_size=4, sample_count=10),
         progress=False,
     )

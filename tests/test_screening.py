@@ -13,7 +13,7 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from helpers import LOCAL, TINY, small_store
 
-from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.config import AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
@@ -25,7 +25,6 @@ from fedgan.federation.server_app import run_rounds
 from fedgan.federation.settings import ClientDP, FederationSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
 

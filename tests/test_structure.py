@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import CONDITIONAL
 
 from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
@@ -19,7 +20,6 @@ from fedgan.evaluation.evaluator import HEADLINE, SPACES, load_evaluator
 from fedgan.evaluation.fidelity import fd
 from fedgan.evaluation.probe import QualityProbe
 from fedgan.evaluation.structure import StructureSpace, raw_features
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.loop import new_state
 
 
@@ -112,7 +112,7 @@ def test_probe_measures_a_generator_in_both_spaces(fundus_set: Path, tmp_path: P
     assert evaluator.embed(Store(store).load("train")[0][:4], "structure").shape == (4, 320) and HEADLINE == "structure"
     probe = QualityProbe.for_store(store, count=32)
     state = new_state(
-        GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16, num_classes=5),
+        CONDITIONAL,
         TrainConfig(),
         torch.device("cpu"),
     )

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import small_store
+from helpers import TINY, small_store
 
 from fedgan.config import TrainConfig
-from fedgan.models.dcgan import GANConfig
 from fedgan.sweep import CENTRALISED, SweepSettings, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -29,7 +28,7 @@ def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_pa
         rounds=2,
         conditional=True,
         count=30,
-        model_config=GANConfig(generator_width=32, discriminator_width=8, latent_dim=8),
+        model_config=TINY,
         train_config=TrainConfig(epochs=1, batch_size=4, sample_count=10),
     )
     rows = run_sweep(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,18 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
 
-from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import GANConfig
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import new_state, train_epoch
 from fedgan.training.run import resume_centralised, train_centralised
 
-TINY = GANConfig(resolution=16, generator_width=64, discriminator_width=8, latent_dim=16)
 FAST = TrainConfig(epochs=3, batch_size=8, seed=4, sample_count=10)
 
 
@@ -84,6 +84,23 @@ def test_run_folder_contents(fundus_store: Path, tmp_path: Path) -> None:
         set(data["rng"]) == {"noise", "augment", "torch", "cuda"} and "opt_generator" in data and data["fedgan_version"]
     )
     assert "[data.train]" in (run / "config.toml").read_text()
+
+
+def test_tensorboard_mirrors_the_run_folder(fundus_store: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train_centralised(
+        fundus_store,
+        run,
+        model_config=TINY,
+        train_config=dataclasses.replace(FAST, epochs=2, tensorboard=True),
+        progress=False,
+    )
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("train/d_loss")] == steps
+    assert [e.step for e in events.Images("samples")] == [steps[len(steps) // 2 - 1], steps[-1]]  # one per epoch
 
 
 def test_resume_equals_uninterrupted(fundus_store: Path, tmp_path: Path) -> None:

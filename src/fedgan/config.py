@@ -9,6 +9,7 @@ run can be reproduced. TOML uses kebab-case keys (Flower's convention); Python u
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -98,6 +99,44 @@ class StoreConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GANConfig:
+    """The networks' shape (`fedgan.models.dcgan` builds them); here so that settings and `--help` need no torch."""
+
+    resolution: int = 128  # output height and width; a power of two >= 16 (64/128/256 are the documented ones)
+    channels: int = 1  # image channels (1: grayscale medical images)
+    latent_dim: int = 200  # size of z, the paper's 200
+    generator_width: int = 1024  # generator channels at 4x4; halved by each upsampling block
+    discriminator_width: int = 64  # discriminator channels after its first block; doubled by each block
+    norm: str = "batch"  # batch | group | none: the generator's, and the discriminator's unless spectral_norm
+    num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade
+    spectral_norm: bool = True  # spectrally normalised discriminator without norm layers (False: the paper's)
+    upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16 or self.resolution & (self.resolution - 1):
+            raise FedGANError(f"resolution must be a power of two >= 16, got {self.resolution}")
+        if self.norm not in NORMS:
+            raise FedGANError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise FedGANError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
+        if self.generator_width >> self.blocks < 1:
+            raise FedGANError(
+                f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks"
+            )
+        if min(self.latent_dim, self.channels, self.discriminator_width) < 1 or self.num_classes < 0:
+            raise FedGANError("latent-dim, channels and discriminator-width must be positive, num-classes >= 0")
+
+    @property
+    def blocks(self) -> int:
+        """Number of stride-2 blocks between 4x4 and the full resolution."""
+        return int(math.log2(self.resolution // 4))
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The local GAN training loop, shared by centralised training, pretraining and each hospital."""
 
@@ -123,6 +162,7 @@ class TrainConfig:
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation
     keep_checkpoints: int = 3  # newest epoch/round checkpoints kept (besides best.pt); 0 keeps all
+    tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the `tensorboard` extra)
     # Differential privacy of the discriminator (DP-SGD, see fedgan.training.privacy): off unless
     # a target epsilon or a noise multiplier is given.
     dp_epsilon: float = 0.0  # target epsilon over the whole run; sets the noise multiplier
@@ -188,6 +228,31 @@ class AlgorithmConfig:
             raise FedGANError(
                 "need server-lr >= 0, 0 <= server-momentum < 1, proximal-mu >= 0, pack >= 1 and byzantine >= 0"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """A federation's settings that a user chooses, with their defaults: `fedgan federate`'s
+    flags and help, `federation.simulate.federate` and `FederationSettings` all take them from
+    `FEDERATION`, so a default is written once."""
+
+    partition: str = "label-split"  # PARTITIONS
+    rounds: int = 2  # rounds in total
+    local_epochs: int = 1  # each hospital's epochs per round
+    alpha: float = 0.5  # Dirichlet concentration (partition "dirichlet")
+    fraction: float = 1.0  # share of hospitals sampled each round
+    weighting: str = "examples"  # WEIGHTINGS
+    min_successful: int = 1  # a round goes on while at least this many hospitals succeed
+    client_cpus: int = 0  # simulation: cores per virtual hospital; 0: all, hospitals take turns
+    round_timeout: float = 3600.0  # seconds a round (or a SecAgg+ stage) waits for replies; the late are left out
+    disclose: tuple[str, ...] = ("losses",)  # DISCLOSURES a hospital reveals beyond its weight and id
+    secagg_clip: float = 8.0  # SecAgg+: update values are clipped to [-clip, clip] (Flower's default range)
+    client_dp_clip: float = 1.0  # client-level DP: L2 bound of each hospital's whole update
+
+
+FEDERATION = FederationConfig()
+PAPER_SIZES = (3, 5, 7, 10)  # the federation sizes of the paper's sweep (`fedgan sweep`)
+SWEEP_ROUNDS = 3
 
 
 def to_kebab(name: str) -> str:

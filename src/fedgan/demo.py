@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from fedgan.config import AlgorithmConfig, PreprocessConfig, StoreConfig, TrainConfig, to_dict
+from fedgan.config import AlgorithmConfig, GANConfig, PreprocessConfig, StoreConfig, TrainConfig, to_dict
 from fedgan.data.inspect import describe_store
 from fedgan.data.partition import partition, partition_table
 from fedgan.data.prepare import prepare_store
@@ -28,7 +28,6 @@ from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.probe import QualityProbe
 from fedgan.evaluation.results import headline
 from fedgan.federation.simulate import federate
-from fedgan.models.dcgan import GANConfig
 from fedgan.provenance import write_run_record
 from fedgan.reporting.report import build_report
 from fedgan.runfolder import KID, ROUND, STEP, RunFolder

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgan.atomic import write_text_atomic
-from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.config import FEDERATION, PAPER_SIZES, SWEEP_ROUNDS, AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.evaluation.evaluate import evaluate_run
 from fedgan.evaluation.evaluator import load_evaluator
 from fedgan.evaluation.results import (
@@ -42,7 +42,6 @@ from fedgan.evaluation.results import (
     read_result,
 )
 from fedgan.federation.simulate import federate, resume_federation
-from fedgan.models.dcgan import GANConfig
 from fedgan.reporting.report import STYLE, build_report, img, table
 from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import read_checkpoint
@@ -67,11 +66,11 @@ COLUMNS = (
 class SweepSettings:
     store: Path
     out: Path
-    clients: tuple[int, ...] = (3, 5, 7, 10)
-    partition: str = "label-split"
-    rounds: int = 3
+    clients: tuple[int, ...] = PAPER_SIZES
+    partition: str = FEDERATION.partition
+    rounds: int = SWEEP_ROUNDS
     model_config: GANConfig = GANConfig()
-    train_config: TrainConfig = TrainConfig(epochs=1)  # `epochs` = local epochs per round
+    train_config: TrainConfig = TrainConfig(epochs=FEDERATION.local_epochs)  # `epochs` = local epochs per round
     conditional: bool = False  # True: grade-conditional, which TSTR utility needs
     init: Path | None = None
     count: int | None = None  # generated images per evaluation (default: as many as real training images)

@@ -7,8 +7,52 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from fedgan.config import AGGREGATIONS, ALGORITHMS, AUGMENTATIONS, LOSSES, NORMS, UPSAMPLES, AlgorithmConfig
-from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES
+from fedgan.config import (
+    AGGREGATIONS,
+    ALGORITHMS,
+    AUGMENTATIONS,
+    LOSSES,
+    NORMS,
+    UPSAMPLES,
+    AlgorithmConfig,
+    GANConfig,
+    TrainConfig,
+)
+from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
+
+# The defaults --help shows are the dataclasses' own (which are the default recipe's), never typed here.
+MODEL, TRAIN = GANConfig(), TrainConfig()
+PAPER_MODEL, PAPER_TRAIN = apply_recipe("paper", MODEL, TRAIN)
+
+
+def shown(value: Any) -> str:
+    """A default as --help prints it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return str(value) if value != "" else "none"
+
+
+def with_default(text: str, value: Any, paper: Any = None) -> str:
+    """`text (default: value)`, and the paper recipe's value where it differs."""
+    differs = paper is not None and paper != value
+    return f"{text} (default: {shown(value)}{f'; paper recipe: {shown(paper)}' if differs else ''})"
+
+
+def add_switch(group: Any, flag: str, help_text: str) -> None:
+    """--flag / --no-flag; None when not given, so the recipe's or --config's value stands."""
+    group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+
+
+def train_help(text: str, name: str) -> str:
+    return with_default(text, getattr(TRAIN, name), getattr(PAPER_TRAIN, name))
+
+
+def model_help(text: str, name: str) -> str:
+    return with_default(text, getattr(MODEL, name), getattr(PAPER_MODEL, name))
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -46,47 +90,54 @@ def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
             "--algorithm",
             default=defaults.name,
             choices=ALGORITHMS,
-            help="fedavg (the paper's); fedavgm/fedadam/fedyogi: Flower's server optimisers; fedprox: proximal "
-            "local training; mdgan: the generator at the server, a discriminator per hospital that never "
-            f"leaves it (default: {defaults.name})",
+            help=with_default(
+                "fedavg (the paper's); fedavgm/fedadam/fedyogi: Flower's server optimisers; fedprox: proximal "
+                "local training; mdgan: the generator at the server, a discriminator per hospital that never leaves it",
+                defaults.name,
+            ),
         )
     group.add_argument(
         "--server-lr",
         type=float,
         default=defaults.server_lr,
-        help="server step size of fedavgm/fedadam/fedyogi; 0: the algorithm's default, 1.0 or 3e-3 (default: 0)",
+        help=with_default(
+            "server step size of fedavgm/fedadam/fedyogi; 0: the algorithm's default, 1.0 or 3e-3", defaults.server_lr
+        ),
     )
     group.add_argument(
         "--server-momentum",
         type=float,
         default=defaults.server_momentum,
-        help=f"fedavgm's momentum, fedadam/fedyogi's beta1 (default: {defaults.server_momentum})",
+        help=with_default("fedavgm's momentum, fedadam/fedyogi's beta1", defaults.server_momentum),
     )
     group.add_argument(
         "--proximal-mu",
         type=float,
         default=defaults.proximal_mu,
-        help=f"fedprox: weight of the proximal term (default: {defaults.proximal_mu})",
+        help=with_default("fedprox: weight of the proximal term", defaults.proximal_mu),
     )
     group.add_argument(
         "--pack",
         type=int,
         default=defaults.pack,
-        help=f"mdgan: generator steps whose images travel in one message exchange (default: {defaults.pack})",
+        help=with_default("mdgan: generator steps whose images travel in one message exchange", defaults.pack),
     )
     group.add_argument(
         "--aggregation",
         default=defaults.aggregation,
         choices=AGGREGATIONS,
-        help="fedavg: how replies combine; median, trimmed-mean (20 %% of each tail) and krum resist hostile "
-        "updates small enough to pass the norm bound, and move an all-honest federation's model a little "
-        f"(docs/federation.md) (default: {defaults.aggregation})",
+        help=with_default(
+            "fedavg: how replies combine; median, trimmed-mean (20 %% of each tail) and krum resist hostile "
+            "updates small enough to pass the norm bound, and move an all-honest federation's model a little "
+            "(docs/federation.md)",
+            defaults.aggregation,
+        ),
     )
     group.add_argument(
         "--byzantine",
         type=int,
         default=defaults.byzantine,
-        help=f"krum: how many hospitals may be hostile (default: {defaults.byzantine})",
+        help=with_default("krum: how many hospitals may be hostile", defaults.byzantine),
     )
 
 
@@ -116,68 +167,84 @@ def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> Non
     )
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, help=epochs_help)
-    group.add_argument("--batch-size", type=int, help="images per step (default: 64)")
-    group.add_argument("--lr-generator", type=float, help="Adam learning rate of G (default: 1e-4; paper 2e-4)")
-    group.add_argument("--lr-discriminator", type=float, help="Adam learning rate of D (default: 4e-4; paper 2e-4)")
+    group.add_argument("--batch-size", type=int, help=train_help("images per step", "batch_size"))
+    group.add_argument("--lr-generator", type=float, help=train_help("Adam learning rate of G", "lr_generator"))
+    group.add_argument("--lr-discriminator", type=float, help=train_help("Adam learning rate of D", "lr_discriminator"))
     group.add_argument(
-        "--real-label", type=float, help="target for real images; 0.9 is one-sided smoothing (default: 0.9)"
+        "--real-label",
+        type=float,
+        help=train_help("BCE target for real images; 0.9 is one-sided smoothing", "real_label"),
     )
-    group.add_argument("--d-steps", type=int, help="discriminator updates per generator update (default: 1)")
-    group.add_argument("--loss", choices=LOSSES, help="hinge or bce (the paper's) (default: hinge)")
+    group.add_argument("--d-steps", type=int, help=train_help("discriminator updates per generator update", "d_steps"))
+    group.add_argument("--loss", choices=LOSSES, help=train_help("hinge or bce (the paper's)", "loss"))
     group.add_argument(
         "--augment",
-        help=f"DiffAugment policy, comma-separated from {','.join(AUGMENTATIONS)}; '' for none (default: all three)",
+        help=train_help(f"DiffAugment policy, comma-separated from {','.join(AUGMENTATIONS)}; '' for none", "augment"),
     )
-    group.add_argument(
-        "--mirror",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="mirror half of the real images; a mirrored left eye is a right eye (default: on)",
+    add_switch(
+        group, "--mirror", train_help("mirror half of the real images; a mirrored left eye is a right eye", "mirror")
     )
     group.add_argument(
         "--ema-decay",
         type=float,
-        help="moving average of G used for samples and evaluation; 0 disables (default: 0.999)",
+        help=train_help("moving average of G used for samples and evaluation; 0 disables", "ema_decay"),
     )
-    group.add_argument("--r1-gamma", type=float, help="R1 penalty weight on real images; 0 disables (default: 0)")
+    group.add_argument(
+        "--r1-gamma", type=float, help=train_help("R1 penalty weight on real images; 0 disables", "r1_gamma")
+    )
     group.add_argument(
         "--eval-every",
         type=int,
-        help="steps between KID/FD evaluations on the store's fixed evaluator (train), or "
-        "any value > 0 for one per round (federate); keeps checkpoints/best (default: 0, off)",
+        help=train_help(
+            "steps between KID/FD evaluations on the store's fixed evaluator (train), or any value > 0 for one per "
+            "round (federate); keeps checkpoints/best; 0 disables",
+            "eval_every",
+        ),
     )
-    group.add_argument("--eval-count", type=int, help="generated images per in-training evaluation (default: 256)")
+    group.add_argument(
+        "--eval-count", type=int, help=train_help("generated images per in-training evaluation", "eval_count")
+    )
+    add_switch(
+        group,
+        "--tensorboard",
+        train_help(
+            "also write TensorBoard event files (losses, KID, grids, per-hospital curves) to RUN/tensorboard; "
+            "needs pip install 'fedgan[tensorboard]'",
+            "tensorboard",
+        ),
+    )
     group.add_argument(
         "--keep-checkpoints",
         type=int,
-        help="newest epoch/round checkpoints to keep besides best.pt; 0 keeps all (default: 3)",
+        help=train_help("newest epoch/round checkpoints to keep besides best.pt; 0 keeps all", "keep_checkpoints"),
     )
     group = parser.add_argument_group(
         "differential privacy (DP-SGD on the discriminator; needs --no-spectral-norm --norm group)"
     )
     group.add_argument(
-        "--dp-epsilon", type=float, help="target epsilon over the whole run; sets the noise (default: off)"
+        "--dp-epsilon",
+        type=float,
+        help=train_help("target epsilon over the whole run, which sets the noise; 0: no DP", "dp_epsilon"),
     )
-    group.add_argument("--dp-noise", type=float, help="noise multiplier instead of a target epsilon (default: off)")
-    group.add_argument("--dp-clip", type=float, help="per-sample gradient norm bound (default: 1.0)")
-    group.add_argument("--dp-delta", type=float, help="delta of the guarantee, below 1/images (default: 1e-5)")
+    group.add_argument(
+        "--dp-noise", type=float, help=train_help("noise multiplier instead of a target epsilon; 0: no DP", "dp_noise")
+    )
+    group.add_argument("--dp-clip", type=float, help=train_help("per-sample gradient norm bound", "dp_clip"))
+    group.add_argument("--dp-delta", type=float, help=train_help("delta of the guarantee, below 1/images", "dp_delta"))
     group = parser.add_argument_group("model")
-    group.add_argument("--latent-dim", type=int, help="size of z (default: 200)")
-    group.add_argument("--generator-width", type=int, help="generator channels at 4x4 (default: 1024)")
+    group.add_argument("--latent-dim", type=int, help=model_help("size of z", "latent_dim"))
+    group.add_argument("--generator-width", type=int, help=model_help("generator channels at 4x4", "generator_width"))
     group.add_argument(
-        "--discriminator-width", type=int, help="discriminator channels of its first block (default: 64)"
+        "--discriminator-width",
+        type=int,
+        help=model_help("discriminator channels of its first block", "discriminator_width"),
     )
     group.add_argument(
-        "--norm", choices=NORMS, help="normalisation layers of G, and of D without spectral norm (default: batch)"
+        "--norm", choices=NORMS, help=model_help("normalisation layers of G, and of D without spectral norm", "norm")
     )
+    add_switch(group, "--spectral-norm", model_help("spectrally normalised D without norm layers", "spectral_norm"))
     group.add_argument(
-        "--spectral-norm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="spectrally normalised D without norm layers (default: on; the paper recipe turns it off)",
-    )
-    group.add_argument(
-        "--upsample", choices=UPSAMPLES, help="G upsampling: transposed conv or resize + conv (default: transposed)"
+        "--upsample", choices=UPSAMPLES, help=model_help("G upsampling: transposed conv or resize + conv", "upsample")
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
 
@@ -186,8 +253,7 @@ def gan_configs(args: argparse.Namespace, **train_defaults: Any) -> tuple[Any, A
     """(GANConfig, TrainConfig) from defaults, then --config [model]/[train], then flags."""
     import dataclasses
 
-    from fedgan.config import TrainConfig, from_dict, load_toml_section
-    from fedgan.models.dcgan import GANConfig
+    from fedgan.config import GANConfig, TrainConfig, from_dict, load_toml_section
     from fedgan.training.recipes import apply_recipe
 
     train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))

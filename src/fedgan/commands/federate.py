@@ -13,8 +13,9 @@ from fedgan.commands.common import (
     algorithm_config,
     command,
     gan_configs,
+    with_default,
 )
-from fedgan.config import PARTITIONS, WEIGHTINGS
+from fedgan.config import FEDERATION, PARTITIONS, WEIGHTINGS
 from fedgan.errors import FedGANError
 
 
@@ -50,45 +51,58 @@ def add_parser(sub: Any) -> None:
     group.add_argument("--clients", type=int, help="number of hospitals (1 = centralised baseline)")
     group.add_argument(
         "--partition",
-        default="label-split",
+        default=FEDERATION.partition,
         choices=PARTITIONS,
-        help="how data is divided (default: label-split)",
+        help=with_default("how data is divided", FEDERATION.partition),
     )
-    group.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
-    group.add_argument("--rounds", type=int, help="federated rounds in total (default: 2)")
     group.add_argument(
-        "--fraction", type=float, default=1.0, help="share of hospitals sampled per round (default: 1.0)"
+        "--alpha", type=float, default=FEDERATION.alpha, help=with_default("Dirichlet concentration", FEDERATION.alpha)
+    )
+    group.add_argument("--rounds", type=int, help=with_default("federated rounds in total", FEDERATION.rounds))
+    group.add_argument(
+        "--fraction",
+        type=float,
+        default=FEDERATION.fraction,
+        help=with_default("share of hospitals sampled per round", FEDERATION.fraction),
     )
     group.add_argument(
         "--weighting",
-        default="examples",
+        default=FEDERATION.weighting,
         choices=WEIGHTINGS,
-        help="FedAvg weights: by images (default) or the paper's unweighted mean",
+        help=with_default("FedAvg weights: by images or the paper's unweighted mean", FEDERATION.weighting),
     )
     group.add_argument(
         "--min-successful",
         type=int,
-        default=1,
-        help="a round goes on without failed, late or rejected hospitals while at least this many succeed (default: 1)",
+        default=FEDERATION.min_successful,
+        help=with_default(
+            "a round goes on without failed, late or rejected hospitals while at least this many succeed",
+            FEDERATION.min_successful,
+        ),
     )
     group.add_argument(
         "--round-timeout",
         type=float,
-        default=3600.0,
-        help="seconds a round (or SecAgg+ stage) waits for replies; later ones are left out (default: 3600)",
+        default=FEDERATION.round_timeout,
+        help=with_default(
+            "seconds a round (or SecAgg+ stage) waits for replies; later ones are left out", FEDERATION.round_timeout
+        ),
     )
     group.add_argument(
         "--disclose",
-        default="losses",
-        help="what each hospital reveals beyond its image count, comma-separated: losses (mean losses, steps, "
-        "seconds: the per-hospital curves), grades (images per grade); '' for nothing. mdgan always "
-        "reveals grades (default: losses)",
+        default=",".join(FEDERATION.disclose),
+        help=with_default(
+            "what each hospital reveals beyond its image count, comma-separated: losses (mean losses, steps, "
+            "seconds: the per-hospital curves), grades (images per grade); '' for nothing. mdgan always "
+            "reveals grades",
+            FEDERATION.disclose,
+        ),
     )
     group.add_argument(
         "--client-cpus",
         type=int,
-        default=0,
-        help="cores per simulated hospital; 0: all, hospitals take turns (default: 0)",
+        default=FEDERATION.client_cpus,
+        help=with_default("cores per simulated hospital; 0: all, hospitals take turns", FEDERATION.client_cpus),
     )
     add_algorithm_options(federate)
     group = federate.add_argument_group("client-level differential privacy (hides each hospital's whole update)")
@@ -98,7 +112,10 @@ def add_parser(sub: Any) -> None:
         help="noise multiplier of Flower's server-side clipping wrapper (needs --weighting unweighted)",
     )
     group.add_argument(
-        "--client-dp-clip", type=float, default=1.0, help="L2 bound of each hospital's update (default: 1.0)"
+        "--client-dp-clip",
+        type=float,
+        default=FEDERATION.client_dp_clip,
+        help=with_default("L2 bound of each hospital's update", FEDERATION.client_dp_clip),
     )
     group = federate.add_argument_group("secure aggregation")
     group.add_argument(
@@ -109,11 +126,14 @@ def add_parser(sub: Any) -> None:
     group.add_argument(
         "--secagg-clip",
         type=float,
-        default=8.0,
-        help="updates are clipped to +-this before quantisation onto 2^22 levels (default: 8.0; "
-        "metrics.jsonl reports each hospital's clipped share)",
+        default=FEDERATION.secagg_clip,
+        help=with_default(
+            "updates are clipped to +-this before quantisation onto 2^22 levels; metrics.jsonl reports each "
+            "hospital's clipped share",
+            FEDERATION.secagg_clip,
+        ),
     )
-    add_gan_options(federate, epochs_help="local epochs per round (default: 1)")
+    add_gan_options(federate, epochs_help=with_default("local epochs per round", FEDERATION.local_epochs))
     add_common(federate)
     federate.set_defaults(handler=run)
 
@@ -134,13 +154,13 @@ def run(args: argparse.Namespace) -> None:
     else:
         if not args.store or not args.out or not args.clients:
             raise FedGANError("fedgan federate needs --store, --out and --clients (or --resume RUN)")
-        model, train = gan_configs(args, epochs=1)
+        model, train = gan_configs(args, epochs=FEDERATION.local_epochs)
         run = federate(
             args.store,
             args.out,
             clients=args.clients,
             partition_kind=args.partition,
-            rounds=args.rounds or 2,
+            rounds=args.rounds or FEDERATION.rounds,
             model_config=model,
             train_config=train,
             conditional=args.conditional,

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import command
-from fedgan.config import PARTITIONS
+from fedgan.commands.common import command, with_default
+from fedgan.config import FEDERATION, PARTITIONS
 
 
 def add_parser(sub: Any) -> None:
@@ -29,11 +29,13 @@ def add_parser(sub: Any) -> None:
     part.add_argument("--clients", type=int, required=True, help="number of hospitals")
     part.add_argument(
         "--partition",
-        default="label-split",
+        default=FEDERATION.partition,
         choices=PARTITIONS,
-        help="how to divide (default: label-split)",
+        help=with_default("how to divide", FEDERATION.partition),
     )
-    part.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
+    part.add_argument(
+        "--alpha", type=float, default=FEDERATION.alpha, help=with_default("Dirichlet concentration", FEDERATION.alpha)
+    )
     part.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     part.set_defaults(handler=run)
 

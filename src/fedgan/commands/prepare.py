@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import add_common, command, config_overrides
-from fedgan.config import LAYOUTS
+from fedgan.commands.common import add_common, command, config_overrides, with_default
+from fedgan.config import LAYOUTS, PreprocessConfig, StoreConfig
+
+PREPROCESS, STORE = PreprocessConfig(), StoreConfig()
 
 
 def add_parser(sub: Any) -> None:
@@ -37,16 +39,16 @@ def add_parser(sub: Any) -> None:
     prepare.add_argument("--out", type=Path, required=True, help="store folder to create")
     prepare.add_argument(
         "--layout",
-        default="auto",
+        default=LAYOUTS[0],
         choices=LAYOUTS,
-        help="input layout (default: auto)",
+        help=with_default("input layout", LAYOUTS[0]),
     )
     prepare.add_argument(
         "--labels", type=Path, default=None, help="labels CSV if not at its usual place (eyepacs/aptos)"
     )
     prepare.add_argument("--config", type=Path, default=None, help="TOML file with [preprocess] and [store] tables")
     group = prepare.add_argument_group("preprocessing (defaults: the paper's settings)")
-    group.add_argument("--size", type=int, help="output size in pixels (default: 128)")
+    group.add_argument("--size", type=int, help=with_default("output size in pixels", PREPROCESS.size))
     group.add_argument(
         "--color",
         dest="grayscale",
@@ -61,21 +63,40 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="do not crop to the field of view before resizing",
     )
-    group.add_argument("--interpolation", choices=("area", "bilinear", "bicubic"), help="resize filter (default: area)")
-    group.add_argument("--clahe-clip", type=float, help="CLAHE clip limit, 0 disables (default: 2.0)")
-    group.add_argument("--clahe-tiles", type=int, help="CLAHE tiles per side (default: 8)")
-    group.add_argument("--gamma", type=float, help="gamma exponent, 1 disables (default: 1.4)")
-    group.add_argument("--bins", type=int, help="quantisation levels, 0 disables (default: 16)")
-    group.add_argument("--window-center", type=float, help="DICOM Hounsfield window centre (default: 40)")
-    group.add_argument("--window-width", type=float, help="DICOM Hounsfield window width (default: 400)")
-    group = prepare.add_argument_group("input limits (checked before decoding; larger files are skipped and named)")
-    group.add_argument("--max-megapixels", type=float, help="largest image, from its header (default: 50)")
-    group.add_argument("--max-file-mb", type=float, help="largest file (default: 200)")
-    group = prepare.add_argument_group("store")
-    group.add_argument("--shard-size", type=int, help="records per shard (default: 256)")
-    group.add_argument("--compression", choices=("gzip", "none"), help="TFRecord compression (default: gzip)")
     group.add_argument(
-        "--heldout", dest="heldout_fraction", type=float, help="held-out fraction for evaluation (default: 0.2)"
+        "--interpolation",
+        choices=("area", "bilinear", "bicubic"),
+        help=with_default("resize filter", PREPROCESS.interpolation),
+    )
+    group.add_argument(
+        "--clahe-clip", type=float, help=with_default("CLAHE clip limit, 0 disables", PREPROCESS.clahe_clip)
+    )
+    group.add_argument("--clahe-tiles", type=int, help=with_default("CLAHE tiles per side", PREPROCESS.clahe_tiles))
+    group.add_argument("--gamma", type=float, help=with_default("gamma exponent, 1 disables", PREPROCESS.gamma))
+    group.add_argument("--bins", type=int, help=with_default("quantisation levels, 0 disables", PREPROCESS.bins))
+    group.add_argument(
+        "--window-center", type=float, help=with_default("DICOM Hounsfield window centre", PREPROCESS.window_center)
+    )
+    group.add_argument(
+        "--window-width", type=float, help=with_default("DICOM Hounsfield window width", PREPROCESS.window_width)
+    )
+    group = prepare.add_argument_group("input limits (checked before decoding; larger files are skipped and named)")
+    group.add_argument(
+        "--max-megapixels",
+        type=float,
+        help=with_default("largest image, from its header", PREPROCESS.max_megapixels),
+    )
+    group.add_argument("--max-file-mb", type=float, help=with_default("largest file", PREPROCESS.max_file_mb))
+    group = prepare.add_argument_group("store")
+    group.add_argument("--shard-size", type=int, help=with_default("records per shard", STORE.shard_size))
+    group.add_argument(
+        "--compression", choices=("gzip", "none"), help=with_default("TFRecord compression", STORE.compression)
+    )
+    group.add_argument(
+        "--heldout",
+        dest="heldout_fraction",
+        type=float,
+        help=with_default("held-out fraction for evaluation", STORE.heldout_fraction),
     )
     prepare.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -86,7 +107,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from fedgan.config import PreprocessConfig, StoreConfig, from_dict, load_toml_section
+    from fedgan.config import from_dict, load_toml_section
     from fedgan.data.prepare import prepare_store
 
     preprocess_fields = tuple(f.name for f in dataclasses.fields(PreprocessConfig))

@@ -13,8 +13,9 @@ from fedgan.commands.common import (
     algorithm_config,
     command,
     gan_configs,
+    with_default,
 )
-from fedgan.config import ALGORITHMS, PARTITIONS
+from fedgan.config import ALGORITHMS, FEDERATION, PAPER_SIZES, PARTITIONS, SWEEP_ROUNDS
 from fedgan.errors import FedGANError
 
 
@@ -40,20 +41,31 @@ def add_parser(sub: Any) -> None:
     )
     sweep.add_argument("--store", type=Path, required=True, help="prepared fundus store")
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
-    sweep.add_argument("--clients", default="3,5,7,10", help="federation sizes, comma-separated (default: 3,5,7,10)")
-    sweep.add_argument("--partition", default="label-split", choices=PARTITIONS, help="(default: label-split)")
-    sweep.add_argument("--rounds", type=int, default=3, help="federated rounds (default: 3)")
+    sizes = ",".join(map(str, PAPER_SIZES))
+    sweep.add_argument("--clients", default=sizes, help=with_default("federation sizes, comma-separated", sizes))
+    sweep.add_argument(
+        "--partition",
+        default=FEDERATION.partition,
+        choices=PARTITIONS,
+        help=with_default("how data is divided", FEDERATION.partition),
+    )
+    sweep.add_argument("--rounds", type=int, default=SWEEP_ROUNDS, help=with_default("federated rounds", SWEEP_ROUNDS))
     sweep.add_argument("--init", type=Path, metavar="CKPT", help="start every member from this pretrained checkpoint")
     sweep.add_argument(
         "--count", type=int, help="generated images per evaluation (default: as many as real training images)"
     )
     sweep.add_argument(
         "--algorithms",
-        default="fedavg",
-        help=f"federated algorithms to compare, comma-separated from {', '.join(ALGORITHMS)} (default: fedavg)",
+        default=ALGORITHMS[0],
+        help=with_default(
+            f"federated algorithms to compare, comma-separated from {', '.join(ALGORITHMS)}", ALGORITHMS[0]
+        ),
     )
     add_algorithm_options(sweep)
-    add_gan_options(sweep, epochs_help="local epochs per round; the baseline trains rounds x this (default: 1)")
+    add_gan_options(
+        sweep,
+        epochs_help=with_default("local epochs per round; the baseline trains rounds x this", FEDERATION.local_epochs),
+    )
     add_common(sweep)
     sweep.set_defaults(handler=run)
 
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
         clients = tuple(int(c) for c in args.clients.split(","))
     except ValueError:
         raise FedGANError(f"--clients must be comma-separated integers, got {args.clients!r}") from None
-    model, train = gan_configs(args, epochs=1)
+    model, train = gan_configs(args, epochs=FEDERATION.local_epochs)
     settings = SweepSettings(
         args.store,
         args.out,

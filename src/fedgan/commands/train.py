@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import add_common, add_gan_options, command, gan_configs, quality_probe
+from fedgan.commands.common import TRAIN, add_common, add_gan_options, command, gan_configs, quality_probe, with_default
 from fedgan.errors import FedGANError
 
 
@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument(
         "--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint's weights (transfer learning)"
     )
-    add_gan_options(train, epochs_help="epochs in total (default: 5)")
+    add_gan_options(train, epochs_help=with_default("epochs in total", TRAIN.epochs))
     add_common(train)
     train.set_defaults(handler=run)
 

@@ -29,12 +29,12 @@ from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 
-from fedgan.config import NUM_GRADES, TrainConfig
+from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
 from fedgan.federation import keys, split_client
 from fedgan.federation.local_data import local_data
 from fedgan.federation.secure import clipped_update
 from fedgan.federation.weights import global_weights, load_global_weights
-from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.augment import augment_generator
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import GANState, make_ema, make_optimisers, noise_generator, train_epoch

@@ -30,14 +30,13 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
+from fedgan.config import AlgorithmConfig, GANConfig, TrainConfig, from_dict, to_dict
 from fedgan.errors import FedGANError
 from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.registry import read_registry
 from fedgan.federation.server_app import run_rounds
 from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
 from fedgan.training.loop import new_state

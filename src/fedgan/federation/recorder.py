@@ -18,10 +18,11 @@ from fedgan.federation import keys
 from fedgan.federation.settings import FederationSettings
 from fedgan.federation.weights import load_global_weights
 from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, RunFolder, append_lines
+from fedgan.training.board import Board
 from fedgan.training.checkpoint import BEST, prune_checkpoints, save_checkpoint
+from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import new_state
 from fedgan.training.privacy import History, epsilon
-from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class RoundRecorder:
                 settings.store, count=settings.train_config.eval_count, seed=settings.train_config.seed
             )
         self.best_kid = self.folder.best_kid()  # a resumed federation keeps its best
+        self.board = Board(settings.run) if settings.train_config.tensorboard else None
         self.extra: Callable[[], dict[str, Any]] = (
             dict  # more state for each round's checkpoint (the server optimiser's)
         )
@@ -142,8 +144,7 @@ class RoundRecorder:
             return
         global_round = self.start_round + server_round
         load_global_weights(self.state, dict(weights))
-        self.state.epoch = global_round
-        save_samples(
+        save_fixed_grid(
             self.state,
             self.folder.sample_grid(ROUND, global_round),
             self.settings.train_config.sample_count,
@@ -154,7 +155,7 @@ class RoundRecorder:
             self.settings.train_config,
             self.folder.checkpoints,
             f"{ROUND}-{global_round:04d}",
-            extra={"round": global_round, "rounds": self.settings.rounds, **self.extra()},
+            extra={ROUND: global_round, "rounds": self.settings.rounds, **self.extra()},
         )
         prune_checkpoints(self.folder.checkpoints, ROUND, self.settings.train_config.keep_checkpoints)
         seconds = time.perf_counter() - self.round_started
@@ -171,9 +172,12 @@ class RoundRecorder:
                     extra={ROUND: global_round, "rounds": self.settings.rounds, KID: quality[KID]},
                     latest=False,
                 )
-        self.folder.append(
-            [*self.lines, {ROUND: global_round, AGGREGATE: True, SECONDS: round(seconds, 3), **self.pending}]
-        )
+        committed = [*self.lines, {ROUND: global_round, AGGREGATE: True, SECONDS: round(seconds, 3), **self.pending}]
+        self.folder.append(committed)
+        if self.board is not None:
+            self.board.lines(committed)
+            self.board.grid(self.folder.sample_grid(ROUND, global_round), global_round)
+            self.board.flush()
         self.lines = []
         log.info("round %d/%d done in %.1f s: %s", global_round, self.settings.rounds, seconds, self.pending)
         self.round_started = time.perf_counter()

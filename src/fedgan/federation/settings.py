@@ -14,14 +14,13 @@ from pathlib import Path
 from flwr.app import ConfigRecord
 from flwr.server.workflow import SecAggPlusWorkflow
 
-from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.config import FEDERATION, AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.federation import keys
-from fedgan.models.dcgan import GANConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class SecAggSettings:
-    clip: float = 8.0  # update values are clipped to [-clip, clip] (Flower's default range)
+    clip: float = FEDERATION.secagg_clip  # update values are clipped to [-clip, clip]
     quantization: int = 2**22  # levels over that range (Flower's default; 2^32 / 2^22 allows 1024 hospitals)
     # Each hospital masks with (and sends key shares to) this share of the round's hospitals, odd
     # and at least 3 (Flower's rule): all of 3 or 5, 5 of 10. Masking costs one pseudo-random
@@ -69,21 +68,21 @@ class FederationSettings:
     rounds: int  # total rounds of the run
     model_config: GANConfig
     train_config: TrainConfig  # `epochs` = local epochs per round
-    alpha: float = 0.5
-    fraction: float = 1.0  # share of hospitals sampled each round
-    weighting: str = "examples"
-    min_successful: int = 1  # a round fails if fewer hospitals return usable models
-    client_cpus: int = 0  # simulation: CPU cores per virtual hospital (0: unset, deployment)
+    alpha: float = FEDERATION.alpha
+    fraction: float = FEDERATION.fraction  # share of hospitals sampled each round
+    weighting: str = FEDERATION.weighting
+    min_successful: int = FEDERATION.min_successful  # a round fails if fewer hospitals return usable models
+    client_cpus: int = FEDERATION.client_cpus  # simulation: CPU cores per virtual hospital (0: all, or deployment)
     secagg: SecAggSettings | None = None  # None: plain FedAvg, the server sees each hospital's model
     client_dp: ClientDP | None = None
     algorithm: AlgorithmConfig = AlgorithmConfig()
     # The server's own image count per hospital id, which each reply's weight must match: the
     # partition's in simulation, the operator's registry in deployment (`federation.registry`).
     images: Mapping[int, int] | None = None
-    round_timeout: float = 3600.0  # seconds a round (or a SecAgg+ stage) waits for replies; the late are left out
+    round_timeout: float = FEDERATION.round_timeout  # seconds a round (or a SecAgg+ stage) waits for replies
     # What hospitals reveal beyond their weight and id (`fedgan.config.DISCLOSURES`). Losses by
     # default, for the per-hospital curves; grade counts only when asked (mdgan always needs them).
-    disclose: tuple[str, ...] = ("losses",)
+    disclose: tuple[str, ...] = FEDERATION.disclose
 
     def sampled(self) -> int:
         """Hospitals asked to train in each round."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, to_dict
+from fedgan.config import FEDERATION, AlgorithmConfig, GANConfig, TrainConfig, from_dict, to_dict
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
@@ -25,7 +25,6 @@ from fedgan.federation.keys import WEIGHTINGS
 from fedgan.federation.server_app import make_server_app
 from fedgan.federation.settings import ClientDP, FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
-from fedgan.models.dcgan import GANConfig
 from fedgan.parallel import default_workers
 from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
@@ -129,22 +128,22 @@ def federate(
     run: Path,
     *,
     clients: int,
-    partition_kind: str = "label-split",
-    rounds: int = 2,
+    partition_kind: str = FEDERATION.partition,
+    rounds: int = FEDERATION.rounds,
     model_config: GANConfig = GANConfig(),
-    train_config: TrainConfig = TrainConfig(epochs=1),
+    train_config: TrainConfig = TrainConfig(epochs=FEDERATION.local_epochs),
     conditional: bool = False,
     init: Path | None = None,
-    alpha: float = 0.5,
-    fraction: float = 1.0,
-    weighting: str = "examples",
-    min_successful: int = 1,
-    client_cpus: int = 0,
+    alpha: float = FEDERATION.alpha,
+    fraction: float = FEDERATION.fraction,
+    weighting: str = FEDERATION.weighting,
+    min_successful: int = FEDERATION.min_successful,
+    client_cpus: int = FEDERATION.client_cpus,
     secagg: SecAggSettings | None = None,
     client_dp: ClientDP | None = None,
     algorithm: AlgorithmConfig = AlgorithmConfig(),
-    round_timeout: float = 3600.0,
-    disclose: tuple[str, ...] = ("losses",),
+    round_timeout: float = FEDERATION.round_timeout,
+    disclose: tuple[str, ...] = FEDERATION.disclose,
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
@@ -252,7 +251,7 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
         int(fed["client-cpus"]),
         client_dp=from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
         algorithm=from_dict(AlgorithmConfig, record["config"].get("algorithm", {})),
-        round_timeout=float(fed.get("round-timeout", 3600.0)),
+        round_timeout=float(fed.get("round-timeout", FEDERATION.round_timeout)),
         disclose=tuple(fed.get("disclose", ("losses", "grades"))),
     )
     secagg = from_dict(SecAggSettings, record["config"]["secagg"]) if "secagg" in record["config"] else None

@@ -23,10 +23,10 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from fedgan.atomic import write_bytes_atomic
-from fedgan.config import NUM_GRADES, TrainConfig
+from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
 from fedgan.federation import keys
 from fedgan.federation.local_data import local_data
-from fedgan.models.dcgan import Discriminator, GANConfig
+from fedgan.models.dcgan import Discriminator
 from fedgan.training.augment import augment_generator
 from fedgan.training.checkpoint import prune_checkpoints
 from fedgan.training.device import resolve_device

@@ -32,50 +32,12 @@ Two options come from the small-data GAN literature (see `fedgan.training.recipe
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 from torch import nn
 
-from fedgan.config import NORMS, UPSAMPLES
-from fedgan.errors import FedGANError
-
-
-@dataclasses.dataclass(frozen=True)
-class GANConfig:
-    resolution: int = 128  # output height and width; a power of two >= 16 (64/128/256 are the documented ones)
-    channels: int = 1  # image channels (1: grayscale medical images)
-    latent_dim: int = 200  # size of z, the paper's 200
-    generator_width: int = 1024  # generator channels at 4x4; halved by each upsampling block
-    discriminator_width: int = 64  # discriminator channels after its first block; doubled by each block
-    norm: str = "batch"  # batch | group | none: the generator's, and the discriminator's unless spectral_norm
-    num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade
-    spectral_norm: bool = True  # spectrally normalised discriminator without norm layers (False: the paper's)
-    upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
-
-    def __post_init__(self) -> None:
-        if self.resolution < 16 or self.resolution & (self.resolution - 1):
-            raise FedGANError(f"resolution must be a power of two >= 16, got {self.resolution}")
-        if self.norm not in NORMS:
-            raise FedGANError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.upsample not in UPSAMPLES:
-            raise FedGANError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
-        if self.generator_width >> self.blocks < 1:
-            raise FedGANError(
-                f"generator-width {self.generator_width} is too small for {self.blocks} upsampling blocks"
-            )
-        if min(self.latent_dim, self.channels, self.discriminator_width) < 1 or self.num_classes < 0:
-            raise FedGANError("latent-dim, channels and discriminator-width must be positive, num-classes >= 0")
-
-    @property
-    def blocks(self) -> int:
-        """Number of stride-2 blocks between 4x4 and the full resolution."""
-        return int(math.log2(self.resolution // 4))
-
-    @property
-    def conditional(self) -> bool:
-        return self.num_classes > 0
+from fedgan.config import GANConfig
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

@@ -40,7 +40,7 @@ from fedgan.evaluation.results import (  # noqa: E402
     read_result,
 )
 from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, STEP, RunFolder, is_federated, quality_points  # noqa: E402
-from fedgan.training.samples import image_grid  # noqa: E402
+from fedgan.training.grids import image_grid  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.45; }

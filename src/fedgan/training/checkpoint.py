@@ -21,9 +21,8 @@ import torch
 
 from fedgan import __version__
 from fedgan.atomic import sync_folder, write_bytes_atomic
-from fedgan.config import TrainConfig
+from fedgan.config import GANConfig, TrainConfig
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import GANConfig
 from fedgan.runfolder import LATEST, RunFolder
 from fedgan.training.loop import GANState, make_ema, make_optimisers, new_state
 

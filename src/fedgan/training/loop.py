@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from fedgan.config import TrainConfig
-from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.config import GANConfig, TrainConfig
+from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.augment import augment_generator, diff_augment, mirror, parse_policy
 from fedgan.training.device import autocast
 
@@ -56,7 +56,7 @@ class GANState:
     opt_generator: torch.optim.Optimizer
     opt_discriminator: torch.optim.Optimizer  # Opacus's DPOptimizer around Adam under DP-SGD
     noise: torch.Generator  # draws every z and fake label, so resumed runs draw the same ones
-    epoch: int = 0  # completed epochs
+    epoch: int = 0  # completed epochs of this state's own training (a federation's progress is its round)
     step: int = 0  # completed generator updates
     private: Privacy | None = None  # DP-SGD on the discriminator, when enabled
     generator_ema: AveragedModel | None = None  # moving average of the generator's weights, when enabled
@@ -151,7 +151,9 @@ class StepStats:
         return cls(*stats.tolist())  # one device sync per step
 
 
-def sample_inputs(state: GANState, count: int, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def noise_and_grades(
+    state: GANState, count: int, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Noise and, for a conditional model, grades: the real batch's grades, or uniform ones."""
     z = torch.randn(count, state.model_config.latent_dim, generator=state.noise).to(state.device)
     if not state.model_config.conditional:
@@ -247,7 +249,7 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     side = DiscriminatorSide(state.discriminator, state.opt_discriminator, state.private)
     for d_step in range(config.d_steps):
         # update D: minimise its loss on augment(x) and augment(G(z))
-        z, fake_labels = sample_inputs(state, batch, cond)
+        z, fake_labels = noise_and_grades(state, batch, cond)
         keep_graph = d_step == config.d_steps - 1
         with autocast(device), torch.set_grad_enabled(keep_graph):
             fake = diff_augment(state.generator(z, fake_labels), policy, state.augment)

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fedgan.config import TrainConfig
+from fedgan.config import GANConfig, TrainConfig
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import Discriminator, GANConfig
+from fedgan.models.dcgan import Discriminator
 
 if TYPE_CHECKING:
     from fedgan.training.loop import GANState

@@ -24,7 +24,7 @@ from fedgan.config import TrainConfig
 from fedgan.errors import FedGANError
 
 if TYPE_CHECKING:  # torch stays out of `fedgan --help`, which lists the recipes
-    from fedgan.models.dcgan import GANConfig
+    from fedgan.config import GANConfig
 
 DEFAULT_RECIPE = "small-data"
 

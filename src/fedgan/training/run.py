@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fedgan.config import TrainConfig, to_dict
+from fedgan.config import GANConfig, TrainConfig, to_dict
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import GANConfig
 from fedgan.runfolder import EPOCH, EVAL, KID, SECONDS, STEP, RunFolder
+from fedgan.training.board import Board
 from fedgan.training.checkpoint import (
     BEST,
     init_from_checkpoint,
@@ -29,9 +29,9 @@ from fedgan.training.checkpoint import (
     restore_state,
     save_checkpoint,
 )
+from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
-from fedgan.training.samples import save_samples
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,7 @@ def _train(
         "best_kid": saved.get("best_kid"),
     }
     step_started = time.perf_counter()
+    board = Board(run) if config.tensorboard else None
     with open(folder.metrics, "a", encoding="utf-8") as metrics:
 
         def on_step(state: GANState, stats: StepStats, batch: int) -> None:
@@ -182,20 +183,14 @@ def _train(
             if state.private:
                 line["epsilon"] = round(state.private.epsilon(), 4)
             metrics.write(json.dumps(line) + "\n")
+            if board is not None:
+                board.lines([line])
             if probe is not None and config.eval_every and state.step % config.eval_every == 0:
                 quality = probe(state)
-                metrics.write(
-                    json.dumps(
-                        {
-                            EPOCH: state.epoch + 1,
-                            STEP: state.step,
-                            EVAL: True,
-                            SECONDS: line[SECONDS],
-                            **quality,
-                        }
-                    )
-                    + "\n"
-                )
+                evaluation = {EPOCH: state.epoch + 1, STEP: state.step, EVAL: True, SECONDS: line[SECONDS], **quality}
+                metrics.write(json.dumps(evaluation) + "\n")
+                if board is not None:
+                    board.lines([evaluation])
                 if progress_record["best_kid"] is None or quality[KID] < progress_record["best_kid"]:
                     progress_record["best_kid"] = quality[KID]
                     save_checkpoint(state, config, folder.checkpoints, BEST, extra=progress_record, latest=False)
@@ -211,10 +206,14 @@ def _train(
             step_started = time.perf_counter()
             train_epoch(state, images, labels, config, on_step)
             metrics.flush()
-            save_samples(state, folder.sample_grid(EPOCH, state.epoch), config.sample_count, config.seed)
+            save_fixed_grid(state, folder.sample_grid(EPOCH, state.epoch), config.sample_count, config.seed)
+            if board is not None:
+                board.grid(folder.sample_grid(EPOCH, state.epoch), state.step)
             save_checkpoint(state, config, folder.checkpoints, f"{EPOCH}-{state.epoch:04d}", extra=progress_record)
             prune_checkpoints(folder.checkpoints, EPOCH, config.keep_checkpoints)
             if stop_after_epochs is not None and state.epoch >= stop_after_epochs:
                 break
     bar.close()
+    if board is not None:
+        board.close()
     return state

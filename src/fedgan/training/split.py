@@ -30,7 +30,7 @@ from torch import nn
 from fedgan.config import TrainConfig
 from fedgan.training.augment import diff_augment, mirror, parse_policy
 from fedgan.training.device import autocast
-from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, epoch_order, g_loss_term, sample_inputs
+from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, epoch_order, g_loss_term, noise_and_grades
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def draw_fakes(
         labels = torch.multinomial(grade_counts.double(), count, replacement=True, generator=state.noise).to(
             state.device
         )
-    z, labels = sample_inputs(state, count, labels)
+    z, labels = noise_and_grades(state, count, labels)
     state.generator.train()
     with torch.no_grad(), frozen_batch_statistics(state.generator), autocast(state.device):
         fakes = state.generator(z, labels).float()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from fedgan.models.dcgan import Discriminator, GANConfig, Generator, build_models
+from fedgan.config import GANConfig
+from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.checkpoint import read_checkpoint
 
 

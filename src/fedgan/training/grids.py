@@ -1,4 +1,5 @@
-"""Fixed-noise sample grids, so images from different epochs and rounds are directly comparable."""
+"""Image grids: the fixed-noise grid a run saves every epoch or round (so its grids are directly
+comparable), and the grid layout the report reuses."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fedgan.atomic import write_bytes_atomic
 from fedgan.training.loop import GANState, generate
 
 
-def save_samples(state: GANState, path: Path, count: int, seed: int) -> None:
+def save_fixed_grid(state: GANState, path: Path, count: int, seed: int) -> None:
     """A grid from the run's fixed noise: the same z at every epoch or round, so grids of one run
     are directly comparable. A conditional model's grid has exactly one row per grade, labelled,
     with ceil(count / grades) images in each."""
