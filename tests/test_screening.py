@@ -17,6 +17,7 @@ from fedgan.config import AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
+from fedgan.federation.algorithms import check_algorithm
 from fedgan.federation.failures import RoundFailed
 from fedgan.federation.inprocess import FAULTS, Fault, InProcessGrid
 from fedgan.federation.registry import read_registry
@@ -140,6 +141,25 @@ def test_client_dp_round_with_a_failed_hospital_is_not_checkpointed(
             client_dp=ClientDP(noise=0.5, clip=1.0),
         )
     assert lines(tmp_path / "dp") == [] and not (tmp_path / "dp" / "checkpoints").exists()
+
+
+def test_half_precision_updates_halve_the_replies_and_move_the_model_by_their_rounding_only(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
+    federation(store, tmp_path / "fp32", 3, {}, rounds=1)
+    federation(store, tmp_path / "fp16", 3, {}, rounds=1, algorithm=AlgorithmConfig(wire="fp16"))
+    start = global_weights(new_state(TINY, LOCAL, torch.device("cpu")))
+    exact, half = read_checkpoint(tmp_path / "fp32"), read_checkpoint(tmp_path / "fp16")
+    for name in ("generator", "discriminator"):
+        for key, value in exact[name].items():
+            if value.is_floating_point() and f"{name}.{key}" in start:
+                update = (value - start[f"{name}.{key}"]).abs().max()
+                # each hospital's update rounds to fp16 (relative 2^-11); their mean errs by no more
+                assert (half[name][key] - value).abs().max() <= update * 2**-10 + 1e-7, key
+    hospitals = [r for r in lines(tmp_path / "fp16") if "client" in r]
+    assert hospitals and all(r["bytes_sent"] * 2 == r["bytes_received"] for r in hospitals)
+    with pytest.raises(FedGANError, match="--wire fp16 applies to plain weight averaging"):
+        check_algorithm(AlgorithmConfig(wire="fp16"), True, False, LOCAL, 1.0)
 
 
 def test_robust_aggregation_keeps_a_within_bound_attack_out(store: Path, tmp_path: Path, flower_task: None) -> None:

@@ -13,6 +13,7 @@ from fedgan.commands import (
     certs,
     demo,
     evaluate,
+    export,
     federate,
     inspect,
     partition,
@@ -27,7 +28,22 @@ from fedgan.commands.common import formatter
 from fedgan.errors import FedGANError
 
 #: in the order `fedgan --help` lists them: the order of the work
-COMMANDS = (synth, prepare, inspect, partition, train, federate, evaluate, sample, audit, report, sweep, certs, demo)
+COMMANDS = (
+    synth,
+    prepare,
+    inspect,
+    partition,
+    train,
+    federate,
+    evaluate,
+    sample,
+    audit,
+    export,
+    report,
+    sweep,
+    certs,
+    demo,
+)
 
 MAIN_EPILOG = """\
 typical flow:
@@ -40,6 +56,7 @@ typical flow:
   fedgan evaluate runs/fed5 --real stores/fundus && fedgan report runs/fed5
   fedgan audit runs/fed5 --members stores/fundus --non-members stores/fundus:heldout
   fedgan sample runs/fed5 --count 5000 --out synthetic/fed5   # the dataset to publish
+  fedgan export runs/fed5 --out releases/fed5.pt              # the generator alone, to hand on
   fedgan sweep --store stores/fundus --clients 3,5,7,10 --out runs/sweep
   fedgan demo                                             # all of the above on embedded data
 

@@ -36,6 +36,9 @@ WEIGHTINGS = ("examples", "unweighted")  # FedAvg's weights: by images, or the p
 UPSAMPLES = ("transposed", "resize")
 AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms
+#: how a hospital's trained model travels to the server (`fedgan.federation.wire`): as float32 weights, or as its
+#: update in float16 (half the bytes). bfloat16 is not offered: Flower's arrays travel as numpy, which lacks it.
+WIRES = ("fp32", "fp16")
 #: what a hospital may reveal beyond its weight and id (`--disclose`): images per grade; mean losses, steps, seconds
 DISCLOSURES = ("grades", "losses")
 AGGREGATIONS = (
@@ -207,8 +210,11 @@ class AlgorithmConfig:
     pack: int = 2  # mdgan: generator steps whose images travel in one message exchange (measured: 3+ degrades G)
     aggregation: str = "mean"  # fedavg: mean, or a robust rule (median, trimmed-mean, krum) against hostile hospitals
     byzantine: int = 1  # krum: hospitals assumed hostile
+    wire: str = "fp32"  # WIRES: how a hospital's model travels back; fp16 sends its update in half precision
 
     def __post_init__(self) -> None:
+        if self.wire not in WIRES:
+            raise FedGANError(f"wire must be one of {', '.join(WIRES)}, got {self.wire!r}")
         if self.name not in ALGORITHMS:
             raise FedGANError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
         if self.aggregation not in AGGREGATIONS:

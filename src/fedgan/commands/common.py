@@ -14,6 +14,7 @@ from fedgan.config import (
     LOSSES,
     NORMS,
     UPSAMPLES,
+    WIRES,
     AlgorithmConfig,
     GANConfig,
     TrainConfig,
@@ -139,6 +140,16 @@ def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.byzantine,
         help=with_default("krum: how many hospitals may be hostile", defaults.byzantine),
     )
+    group.add_argument(
+        "--wire",
+        default=defaults.wire,
+        choices=WIRES,
+        help=with_default(
+            "how each hospital's model travels back: fp32 weights, or its update in fp16 (half the bytes; "
+            "not with --secagg or mdgan)",
+            defaults.wire,
+        ),
+    )
 
 
 def algorithm_config(args: argparse.Namespace, name: str) -> AlgorithmConfig:
@@ -151,6 +162,7 @@ def algorithm_config(args: argparse.Namespace, name: str) -> AlgorithmConfig:
         args.pack,
         args.aggregation if name == "fedavg" else "mean",
         args.byzantine,
+        args.wire if name != "mdgan" else "fp32",
     )
 
 

@@ -71,15 +71,15 @@ def generated_set(
 def paper_realism(reference: Path, images: np.ndarray, labels: np.ndarray | None) -> float:
     """Mean sigmoid of the reference discriminator on generated images (the paper's score)."""
     state = load_trained(reference)
+    discriminator = state.judge(reference, "the paper's realism score")
     if state.model_config.conditional and labels is None:
         raise FedGANError(
             f"{reference}: a conditional reference discriminator cannot score an unconditional generator's images"
         )
-    state.discriminator.eval()
     with torch.no_grad():
         scores = [
             torch.sigmoid(
-                state.discriminator(
+                discriminator(
                     torch.from_numpy(images[i : i + 256]),
                     None
                     if labels is None or not state.model_config.conditional

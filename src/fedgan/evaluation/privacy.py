@@ -127,6 +127,7 @@ def audit(
 ) -> dict[str, Any]:
     """Run every attack on RUN's latest checkpoint; write RUN/eval/privacy.json (and the closest pairs)."""
     state = load_trained(run)
+    state.judge(run, "the white-box attack (LOGAN)")
     member_images, member_labels = load_split(members)
     other_images, other_labels = load_split(non_members)
     if min(len(member_images), len(other_images)) < 5:

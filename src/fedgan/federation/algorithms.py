@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Krum
 
 from fedgan.config import DISCLOSURES, AlgorithmConfig, TrainConfig
 from fedgan.errors import FedGANError
-from fedgan.federation import keys
+from fedgan.federation import keys, wire
 from fedgan.federation.failures import RoundFailed, short_reason
 from fedgan.federation.nodes import connected_nodes
 from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
@@ -109,6 +109,9 @@ class RecordedRounds:
             problem = form_problem(arrays, self.sent) or weight_problem(
                 metrics, self.settings.weighting, self.settings.images
             )
+            if problem is None and self.settings.algorithm.wire != wire.FP32:  # an update: the weights, in float32
+                arrays = wire.decode(arrays, self.sent, self.settings.algorithm.wire)
+                reply.content[keys.ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
             hospital = int(metrics[keys.PARTITION_ID]) if problem is None else -1
             if problem is None and hospital in kept:
                 problem = f"hospital {hospital} already answered this round"
@@ -143,7 +146,7 @@ class RecordedRounds:
             [(r.metadata.src_node_id, r.content[keys.METRICS]) for r in valid],
             dropped,
             model_bytes,
-            model_bytes,
+            model_bytes // 2 if self.settings.algorithm.wire == wire.FP16 else model_bytes,
         )
         if len(valid) < self.settings.min_successful:
             raise RoundFailed(
@@ -260,6 +263,11 @@ def check_algorithm(
         raise FedGANError(
             "mdgan does not run DP-SGD on the hospitals' discriminators yet: use --algorithm fedavg or fedprox with "
             "--dp-epsilon"
+        )
+    if algorithm.wire != "fp32" and (secagg or algorithm.name == "mdgan"):
+        raise FedGANError(
+            f"--wire {algorithm.wire} applies to plain weight averaging: "
+            + ("SecAgg+ sends its own quantised integers" if secagg else "mdgan sends images and gradients, not models")
         )
     if algorithm.name == "mdgan" and fraction < 1:
         raise FedGANError("mdgan asks every hospital in every exchange: --fraction must be 1")

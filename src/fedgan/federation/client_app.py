@@ -30,7 +30,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 
 from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
-from fedgan.federation import keys, split_client
+from fedgan.federation import keys, split_client, wire
 from fedgan.federation.local_data import local_data
 from fedgan.federation.secure import clipped_update
 from fedgan.federation.weights import global_weights, load_global_weights
@@ -167,7 +167,10 @@ def secure_train(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     if SECAGG_CONFIGS in msg.content.config_records:  # a stage of SecAgg+: the mod runs the protocol
         return secaggplus_mod(msg, context, secure_train)
-    weights, metrics = train_locally(msg.content[keys.ARRAYS].to_torch_state_dict(), msg.content[keys.CONFIG], context)
+    start = msg.content[keys.ARRAYS].to_torch_state_dict()
+    config = msg.content[keys.CONFIG]
+    weights, metrics = train_locally(start, config, context)
+    sent = wire.encode(weights, start, str(config.get(keys.WIRE, wire.FP32)))
     return Message(
-        content=RecordDict({keys.ARRAYS: ArrayRecord(weights), keys.METRICS: MetricRecord(metrics)}), reply_to=msg
+        content=RecordDict({keys.ARRAYS: ArrayRecord(sent), keys.METRICS: MetricRecord(metrics)}), reply_to=msg
     )

@@ -18,6 +18,7 @@ SECAGG_CLIP = "secagg-clip"  # SecAgg+: updates are clipped to +-this before qua
 SECAGG_MAX_WEIGHT = "secagg-max-weight"  # SecAgg+: the largest weight a hospital may send
 ROUNDS = "rounds"  # total rounds of the run: a DP target epsilon is spread over all of them
 PROXIMAL_MU = "proximal-mu"  # fedprox: weight of the proximal term (the key Flower's FedProx sends)
+WIRE = "wire"  # fp32 | fp16: how the hospital's model travels back (fedgan.federation.wire)
 DISCLOSE = "disclose"  # comma-separated DISCLOSURES the hospitals may put in their metrics
 THREADS = "threads"  # simulation only: CPU threads each ClientApp may use (its share of the machine)
 

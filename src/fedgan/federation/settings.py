@@ -103,6 +103,7 @@ class FederationSettings:
                 keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
                 keys.ROUNDS: self.rounds,
                 keys.DISCLOSE: ",".join(self.disclosed()),
+                keys.WIRE: self.algorithm.wire,
                 **(
                     {
                         keys.STORE: str(self.store.resolve()),

@@ -5,7 +5,8 @@ counters, and the process-wide torch RNG state, which it sets. Using a model nee
 and must not reseed the caller's process as a side effect (as nanoGPT's `sample.py` rebuilds only
 the model). `load_trained` builds the generator that publishes images (the moving average when
 the checkpoint has one) and the discriminator (the paper's realism score and the white-box
-audit use it), in eval mode, and touches no global state.
+audit use it), in eval mode, and touches no global state. It also reads a release
+(`fedgan.training.release`), which has no discriminator.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pathlib import Path
 import torch
 
 from fedgan.config import GANConfig
+from fedgan.errors import FedGANError
 from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.checkpoint import read_checkpoint
+from fedgan.training.release import read_release, sampling_weights
 
 
 @dataclasses.dataclass
@@ -26,27 +29,35 @@ class TrainedModel:
 
     model_config: GANConfig
     sampler: Generator  # the moving average when the checkpoint has one, else the generator
-    discriminator: Discriminator
+    discriminator: Discriminator | None  # None for a release
     completed: int  # rounds (federated) or epochs (centralised) behind this checkpoint
 
     @property
     def device(self) -> torch.device:
         return next(self.sampler.parameters()).device
 
+    def judge(self, source: Path, purpose: str) -> Discriminator:
+        """The discriminator, or a one-line error when `source` is a release, which has none."""
+        if self.discriminator is None:
+            raise FedGANError(
+                f"{source}: a release holds no discriminator, which {purpose} needs: use the run it came from"
+            )
+        return self.discriminator
+
 
 def load_trained(path: Path, device: torch.device = torch.device("cpu")) -> TrainedModel:
-    """The networks of the checkpoint at `path` (a run folder, its `latest`, or a .pt file)."""
-    data = read_checkpoint(path)
+    """The networks of the checkpoint at `path` (a run folder, its `latest`, a .pt file, or a release)."""
+    release = read_release(path)
+    data = release or read_checkpoint(path)
     config = GANConfig(**data["model_config"])
     with torch.random.fork_rng(devices=[]):  # building initialises weights with the global RNG: leave it as it was
         generator, discriminator = build_models(config)
-    average = data.get("generator_ema")
-    if average is not None:  # AveragedModel's state: "module."-prefixed weights and a step counter
-        generator.load_state_dict({k.removeprefix("module."): v for k, v in average.items() if k.startswith("module.")})
+    generator.load_state_dict(data["generator"] if release else sampling_weights(data))
+    if release:
+        completed, discriminator = int(release["source"]["completed"]), None
     else:
-        generator.load_state_dict(data["generator"])
-    discriminator.load_state_dict(data["discriminator"])
-    completed = int(data["extra"].get("round", data["epoch"]))
-    for network in (generator, discriminator):
-        network.requires_grad_(False).to(device).eval()  # for use only: no gradients are ever needed
+        discriminator.load_state_dict(data["discriminator"])
+        discriminator.requires_grad_(False).to(device).eval()
+        completed = int(data["extra"].get("round", data["epoch"]))
+    generator.requires_grad_(False).to(device).eval()  # for use only: no gradients are ever needed
     return TrainedModel(config, generator, discriminator, completed)
