@@ -11,8 +11,9 @@ import torch
 from helpers import CONDITIONAL, LOCAL, small_store
 
 from fedgan.errors import FedGANError
-from fedgan.evaluation.evaluate import generated_set
+from fedgan.evaluation.evaluate import evaluate_run, generated_set
 from fedgan.evaluation.privacy import audit
+from fedgan.evaluation.results import read_result
 from fedgan.synthetic import write_synthetic_set
 from fedgan.training.release import export_release, read_release
 from fedgan.training.run import train_centralised
@@ -40,7 +41,7 @@ def run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_release_makes_the_runs_images_without_its_discriminator_or_optimisers(run: Path, tmp_path: Path) -> None:
     done = export_release(run, tmp_path / "release.pt")  # no best.pt in this run: auto takes latest
-    assert done.source == (run / "checkpoints" / "epoch-0002.pt").resolve() and done.completed == 2
+    assert done.source == (run / "checkpoints" / "epoch-0002.pt").resolve() and done.progress.startswith("step ")
     data = read_release(done.path)
     assert data is not None and "discriminator" not in data and not any(k.startswith("opt") for k in data)
     assert data["source"]["sha256"] == hashlib.sha256(done.source.read_bytes()).hexdigest()
@@ -54,6 +55,8 @@ def test_a_release_makes_the_runs_images_without_its_discriminator_or_optimisers
 def test_a_release_samples_a_dataset_and_refuses_the_white_box_audit(run: Path, store: Path, tmp_path: Path) -> None:
     release = export_release(run, tmp_path / "release.pt").path
     summary = write_synthetic_set(release, tmp_path / "synthetic", count=10, progress=False)
+    evaluate_run(release, store, count=20)  # evaluated on its own: the result lies beside the file
+    assert read_result(release) is not None and (tmp_path / "release.metrics.json").is_file()
     assert summary.images == 10 and (tmp_path / "synthetic" / "trainLabels.csv").is_file()
     with pytest.raises(FedGANError, match=r"release\.pt: a release holds no discriminator"):
         audit(release, store, Path(f"{store}:heldout"))

@@ -88,4 +88,5 @@ def run(args: argparse.Namespace) -> None:
         print(f"  utility: n/a ({synthetic['reason']})")
     if FID in result:
         print(f"  FID (Inception): {result[FID][VALUE]:.4g}")
-    print(f"metrics in {result_path(args.run)}; `fedgan report {args.run}` shows them with the run")
+    shown_with = f"; `fedgan report {args.run}` shows them with the run" if Path(args.run).is_dir() else ""
+    print(f"metrics in {result_path(args.run)}{shown_with}")

@@ -50,5 +50,5 @@ def run(args: argparse.Namespace) -> None:
     done = export_release(args.run, args.out, which=args.checkpoint)
     print(
         f"wrote {done.path} ({done.megabytes:.1f} MB) from {done.source} ({done.checkpoint_megabytes:.1f} MB, "
-        f"{done.completed} rounds or epochs); `fedgan sample {done.path} --count N --out DIR` makes a dataset"
+        f"{done.progress}); `fedgan sample {done.path} --count N --out DIR` makes a dataset"
     )

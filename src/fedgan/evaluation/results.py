@@ -24,7 +24,9 @@ VALUE = "value"
 
 
 def result_path(run: Path) -> Path:
-    return RunFolder(Path(run)).evaluation / "metrics.json"
+    """RUN/eval/metrics.json; beside the file, for a release or a checkpoint file evaluated on its own."""
+    run = Path(run)
+    return run.with_name(f"{run.stem}.metrics.json") if run.is_file() else RunFolder(run).evaluation / "metrics.json"
 
 
 def read_result(run: Path) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 class Exported:
     path: Path
     source: Path  # the checkpoint file it came from
-    completed: int  # rounds or epochs behind it
+    progress: str  # "round 6" or "step 1008": how far its run had trained
     megabytes: float
     checkpoint_megabytes: float
 
@@ -77,6 +77,7 @@ def export_release(run: Path, out: Path, *, which: str = "auto") -> Exported:
             "checkpoint": str(source.resolve()),
             "sha256": hashlib.sha256(raw).hexdigest(),
             "completed": int(data["extra"].get("round", data["epoch"])),
+            "step": int(data["step"]),
             "seed": int(data["train_config"]["seed"]),
         },
         "run_record": folder.record_file.read_text() if folder.record_file.exists() else "",
@@ -85,7 +86,8 @@ def export_release(run: Path, out: Path, *, which: str = "auto") -> Exported:
     torch.save(payload, buffer)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, buffer.getvalue())
-    return Exported(out, source, payload["source"]["completed"], len(buffer.getvalue()) / 2**20, len(raw) / 2**20)
+    progress = f"round {data['extra']['round']}" if "round" in data["extra"] else f"step {data['step']}"
+    return Exported(out, source, progress, len(buffer.getvalue()) / 2**20, len(raw) / 2**20)
 
 
 def read_release(path: Path) -> dict[str, Any] | None:
