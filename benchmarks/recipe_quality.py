@@ -31,10 +31,11 @@ from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, s
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.probe import QualityProbe
+from fedgan.training.data import epoch_order
 from fedgan.training.grids import save_fixed_grid
-from fedgan.training.loop import epoch_order, new_state, train_step
+from fedgan.training.loop import new_state, train_step
 from fedgan.training.recipes import apply_recipe
-from fedgan.training.run import load_training_data, model_config_for
+from fedgan.training.run import model_config_for
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(GANConfig)}
 
@@ -65,7 +66,7 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
         conditional=True,
     )
     model, train = configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
-    images, labels = load_training_data(store, conditional=True)
+    images, labels = (torch.from_numpy(a) for a in store.load("train"))
     state = new_state(model, train, torch.device("cpu"))
     batch = min(train.batch_size, len(images))
     trained, next_eval, curve = 0.0, args.eval_every, []

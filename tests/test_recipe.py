@@ -15,7 +15,8 @@ from fedgan.data.prepare import prepare_store
 from fedgan.errors import FedGANError
 from fedgan.training.augment import POLICIES, diff_augment, mirror, parse_policy
 from fedgan.training.checkpoint import read_checkpoint
-from fedgan.training.loop import GANState, ema_average, epoch_order, new_state, train_epoch
+from fedgan.training.data import InMemory, epoch_order
+from fedgan.training.loop import GANState, ema_average, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.recipes import RECIPES, apply_recipe
 from fedgan.training.run import resume_centralised, train_centralised
@@ -66,7 +67,7 @@ def test_discriminator_sees_augmented_real_and_fake_only_in_the_small_data_recip
     state = new_state(model, train, torch.device("cpu"))
     images, labels = tiny_data(8)
     seen = discriminator_inputs(state)
-    train_epoch(state, images, labels, train)  # one step
+    train_epoch(state, InMemory(images, labels), train)  # one step
     real_seen, fake_seen, fake_for_g = seen  # D on real, D on fake (detached), G's update through D on the same fake
     assert torch.equal(fake_seen, fake_for_g)  # G is trained through the very images D judged
     assert torch.equal(real_seen, images[epoch_order(8, 3, 0)]) == (recipe == "paper")
@@ -83,7 +84,7 @@ def test_small_data_discriminator_is_spectrally_normalised_without_norm_layers()
     assert layers and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in state.discriminator.modules())
     images, labels = tiny_data(32)
-    train_epoch(state, images, labels, TrainConfig(batch_size=8))
+    train_epoch(state, InMemory(images, labels), TrainConfig(batch_size=8))
     state.discriminator.eval()
     for layer in layers:  # after a few power iterations the largest singular value is about 1
         weight = layer.weight.detach().flatten(1)
@@ -159,7 +160,9 @@ def test_paper_recipe_reproduces_the_original_training(classes: int) -> None:
         )
         state = new_state(model, train, torch.device("cpu"))
         images, labels = tiny_data()
-        history = train_epoch(state, images, labels, train) + train_epoch(state, images, labels, train)
+        history = train_epoch(state, InMemory(images, labels), train) + train_epoch(
+            state, InMemory(images, labels), train
+        )
     finally:
         torch.set_num_threads(threads)
     losses, g_sum, d_sum = PAPER_PINNED[classes]
@@ -191,7 +194,7 @@ def test_ema_follows_the_warmed_up_exponential_average() -> None:
 def test_ema_generator_lags_the_trained_one_and_makes_the_samples() -> None:
     state = new_state(TINY, TrainConfig(batch_size=8, ema_decay=0.99), torch.device("cpu"))
     images, labels = tiny_data(32)
-    train_epoch(state, images, labels, TrainConfig(batch_size=8, ema_decay=0.99))
+    train_epoch(state, InMemory(images, labels), TrainConfig(batch_size=8, ema_decay=0.99))
     assert state.generator_ema is not None and int(state.generator_ema.n_averaged) == 4
     live, averaged = state.generator.project.weight, state.generator_ema.module.project.weight
     assert not torch.equal(live, averaged)
@@ -204,7 +207,7 @@ def test_r1_penalty_changes_the_discriminator_update_and_refuses_dp() -> None:
     for gamma in (0.0, 10.0):
         config = TrainConfig(batch_size=8, r1_gamma=gamma, r1_every=1, augment="")
         state = new_state(TINY, config, torch.device("cpu"))
-        train_epoch(state, images, labels, config)
+        train_epoch(state, InMemory(images, labels), config)
         updates.append(state.discriminator.logit.parametrizations.weight.original.detach().clone())
     assert not torch.equal(*updates)
     config = TrainConfig(r1_gamma=1.0, dp_noise=1.0)
@@ -228,7 +231,7 @@ def test_dp_refuses_spectral_norm_and_trains_with_group_norm_and_the_rest_of_the
     state = new_state(model, config, torch.device("cpu"))
     attach_privacy(state, config, 16, 2)
     images, labels = tiny_data(16)
-    history = train_epoch(state, images, labels, config)
+    history = train_epoch(state, InMemory(images, labels), config)
     assert all(s.finite() for s in history) and state.private.epsilon() > 0 and state.generator_ema is not None
 
 

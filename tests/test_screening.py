@@ -3,6 +3,7 @@ cannot be committed leaves nothing behind (the real ServerApp logic and ClientAp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -36,9 +37,9 @@ def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def federation(
-    store: Path, run: Path, hospitals: int, faults: dict[int, Fault], rounds: int = 2, **options
+    store: Path, run: Path, hospitals: int, faults: dict[int, Fault], rounds: int = 2, train=LOCAL, **options
 ) -> InProcessGrid:
-    settings = FederationSettings(store, run, hospitals, "iid", rounds, TINY, LOCAL, **options)
+    settings = FederationSettings(store, run, hospitals, "iid", rounds, TINY, train, **options)
     settings = with_partition_sizes(Store(store), settings, None)
     run.mkdir(parents=True)
     grid = InProcessGrid(hospitals, faults)
@@ -160,6 +161,15 @@ def test_half_precision_updates_halve_the_replies_and_move_the_model_by_their_ro
     assert hospitals and all(r["bytes_sent"] * 2 == r["bytes_received"] for r in hospitals)
     with pytest.raises(FedGANError, match="--wire fp16 applies to plain weight averaging"):
         check_algorithm(AlgorithmConfig(wire="fp16"), True, False, LOCAL, 1.0)
+
+
+def test_hospitals_above_the_memory_budget_stream_their_partition(
+    store: Path, tmp_path: Path, flower_task: None
+) -> None:
+    streaming = dataclasses.replace(LOCAL, memory_mb=4 * 16 * 16 * 4 / 2**20)  # four 16 px images at a time
+    federation(store, tmp_path / "streamed", 2, {}, rounds=1, train=streaming)
+    hospitals = [r for r in lines(tmp_path / "streamed") if "client" in r]
+    assert len(hospitals) == 2 and all(r["steps"] == r["examples"] // LOCAL.batch_size for r in hospitals)
 
 
 def test_robust_aggregation_keeps_a_within_bound_attack_out(store: Path, tmp_path: Path, flower_task: None) -> None:

@@ -19,6 +19,7 @@ from fedgan.federation.simulate import federate
 from fedgan.federation.split_server import judged_by, run_split
 from fedgan.federation.weights import global_weights
 from fedgan.training.checkpoint import read_checkpoint
+from fedgan.training.data import InMemory
 from fedgan.training.loop import DiscriminatorSide, new_state, train_epoch
 from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights
 
@@ -38,7 +39,7 @@ def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
         conditional=False,
     )
     for _ in range(2):
-        train_epoch(central, images, labels, train)
+        train_epoch(central, InMemory(images, labels), train)
     for _ in range(6):  # 2 epochs of 3 steps
         z, grades, fakes = draw_fakes(split, 4, None)
         gradient, _ = hospital.judge(fakes, grades)

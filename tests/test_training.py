@@ -17,6 +17,7 @@ from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state, save_checkpoint
+from fedgan.training.data import InMemory
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import new_state, train_epoch
 from fedgan.training.run import resume_centralised, train_centralised
@@ -63,7 +64,7 @@ def test_a_step_changes_both_networks_and_reports_losses() -> None:
     state = new_state(TINY, FAST, torch.device("cpu"))
     before = {k: v.clone() for k, v in weights(state).items()}
     images = torch.rand(16, 1, 16, 16) * 2 - 1
-    history = train_epoch(state, images, torch.zeros(16, dtype=torch.long), FAST)
+    history = train_epoch(state, InMemory(images, torch.zeros(16, dtype=torch.long)), FAST)
     assert len(history) == 2 and state.step == 2 and state.epoch == 1
     assert all(s.finite() and 0 < s.d_real < 1 for s in history)
     changed = [k for k, v in weights(state).items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
@@ -120,7 +121,7 @@ def test_resume_equals_uninterrupted(fundus_store: Path, tmp_path: Path) -> None
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     state = new_state(TINY, FAST, torch.device("cpu"))
-    train_epoch(state, torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long), FAST)
+    train_epoch(state, InMemory(torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long)), FAST)
     save_checkpoint(state, FAST, tmp_path, "epoch-0001")
     restored, config = restore_state(read_checkpoint(tmp_path / "latest"), torch.device("cpu"))
     assert config == FAST and restored.step == state.step
@@ -155,7 +156,7 @@ def test_a_model_loaded_for_use_samples_like_the_training_state_and_leaves_the_r
     from fedgan.training.trained import load_trained
 
     state = new_state(TINY, FAST, torch.device("cpu"))
-    train_epoch(state, torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long), FAST)
+    train_epoch(state, InMemory(torch.rand(16, 1, 16, 16) * 2 - 1, torch.zeros(16, dtype=torch.long)), FAST)
     save_checkpoint(state, FAST, tmp_path, "epoch-0001")
     before = torch.get_rng_state().clone()
     model = load_trained(tmp_path)

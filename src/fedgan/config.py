@@ -165,6 +165,9 @@ class TrainConfig:
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation
     keep_checkpoints: int = 3  # newest epoch/round checkpoints kept (besides best.pt); 0 keeps all
+    # Training images are held in memory up to this many MB (decoded float32); a larger split (or
+    # hospital partition) streams from the store's shards in blocks of this size (fedgan.training.data).
+    memory_mb: float = 2048.0
     tensorboard: bool = False  # also write TensorBoard event files to RUN/tensorboard (the `tensorboard` extra)
     # Differential privacy of the discriminator (DP-SGD, see fedgan.training.privacy): off unless
     # a target epsilon or a noise multiplier is given.

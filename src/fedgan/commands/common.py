@@ -226,6 +226,15 @@ def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> Non
         ),
     )
     group.add_argument(
+        "--memory-mb",
+        type=float,
+        help=train_help(
+            "training images held in memory up to this many MB (decoded float32); a larger split, or hospital "
+            "partition, streams from the store's shards in blocks of this size, so memory stays flat in store size",
+            "memory_mb",
+        ),
+    )
+    group.add_argument(
         "--keep-checkpoints",
         type=int,
         help=train_help("newest epoch/round checkpoints to keep besides best.pt; 0 keeps all", "keep_checkpoints"),

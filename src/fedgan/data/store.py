@@ -169,27 +169,42 @@ class Store:
         self._check_split(split)
         count = self.manifest["splits"][split]["count"]
         wanted = np.arange(count) if indices is None else np.sort(np.asarray(indices))
-        slot = np.full(count, -1)
-        slot[wanted] = np.arange(len(wanted))
         images = np.empty((len(wanted), *self.image_shape), np.float32)
         labels = np.empty(len(wanted), np.int64)
-        start = 0
-        for shard in self.manifest["splits"][split]["shards"]:
-            expected = shard["count"]
-            targets = slot[start : start + expected]
-            start += expected
-            if (targets < 0).all():
-                continue
-            path = self.path / shard["file"]
-            found = 0
-            for found, payload in enumerate(read_records(path, compression=self.compression), start=1):
-                if found > expected:
-                    break
-                if targets[found - 1] >= 0:
-                    record = self._decode(payload)
-                    images[targets[found - 1]], labels[targets[found - 1]] = record.image, record.label
-            if found != expected:
-                raise DataError(path, f"holds {'more' if found > expected else found} records, the manifest {expected}")
+        filled = 0
+        for shard, (start, stop) in enumerate(self.shard_ranges(split)):
+            inside = wanted[(wanted >= start) & (wanted < stop)]
+            if len(inside):
+                block = slice(filled, filled + len(inside))
+                images[block], labels[block] = self.read_shard(split, shard, inside - start)
+                filled += len(inside)
+        return images, labels
+
+    def shard_ranges(self, split: str = "train") -> list[tuple[int, int]]:
+        """Each shard's record indices in the split, as [start, stop)."""
+        counts = [shard["count"] for shard in self.manifest["splits"][split]["shards"]]
+        stops = np.cumsum(counts).tolist()
+        return [(stop - count, stop) for count, stop in zip(counts, stops, strict=True)]
+
+    def read_shard(self, split: str, shard: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The records at sorted `offsets` within one shard; the others are read (gzip streams cannot
+        seek) and checksummed but not decoded. A shard with more or fewer records than its manifest
+        entry is named."""
+        entry = self.manifest["splits"][split]["shards"][shard]
+        path, expected = self.path / entry["file"], entry["count"]
+        images = np.empty((len(offsets), *self.image_shape), np.float32)
+        labels = np.empty(len(offsets), np.int64)
+        slot = np.full(expected, -1)
+        slot[offsets] = np.arange(len(offsets))
+        found = 0
+        for found, payload in enumerate(read_records(path, compression=self.compression), start=1):
+            if found > expected:
+                break
+            if slot[found - 1] >= 0:
+                record = self._decode(payload)
+                images[slot[found - 1]], labels[slot[found - 1]] = record.image, record.label
+        if found != expected:
+            raise DataError(path, f"holds {'more' if found > expected else found} records, the manifest {expected}")
         return images, labels
 
     def _decode(self, payload: bytes) -> Record:

@@ -82,9 +82,9 @@ def train_locally(
     if keys.THREADS in config:
         torch.set_num_threads(int(config[keys.THREADS]))
     train_config = TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG])))
-    images, labels, partition_id = local_data(config, context, train_config.seed)
-    if len(images) < 2:  # batch statistics of one image are meaningless; better left out than harmful
-        raise ValueError(f"hospital {partition_id} has {len(images)} training image(s); at least 2 are needed")
+    data, partition_id = local_data(config, context, train_config)
+    if data.count < 2:  # batch statistics of one image are meaningless; better left out than harmful
+        raise ValueError(f"hospital {partition_id} has {data.count} training image(s); at least 2 are needed")
     round_number = int(config[keys.GLOBAL_ROUND])
     # Each (round, hospital) draws its own data order, noise and augmentation, reproducibly.
     local = dataclasses.replace(train_config, seed=train_config.seed * 1_000_003 + round_number * 1009 + partition_id)
@@ -93,16 +93,16 @@ def train_locally(
     if float(config.get(keys.PROXIMAL_MU, 0.0)) > 0:  # fedprox: the optimisers are this round's, so are the hooks
         for optimiser in (state.opt_generator, state.opt_discriminator):
             add_proximal_term(optimiser, float(config[keys.PROXIMAL_MU]))
-    per_round = train_config.epochs * private_steps_per_epoch(train_config, len(images))
+    per_round = train_config.epochs * private_steps_per_epoch(train_config, data.count)
     if state.generator_ema is not None:  # the average's warm-up continues across rounds instead of restarting
         state.generator_ema.n_averaged.fill_((round_number - 1) * per_round // train_config.d_steps)
     attach_privacy(
-        state, train_config, len(images), int(config.get(keys.ROUNDS, 1)) * per_round
+        state, train_config, data.count, int(config.get(keys.ROUNDS, 1)) * per_round
     )  # fresh each round: the server keeps the history
     history = []
     try:
         for _ in range(train_config.epochs):
-            history += train_epoch(state, images, labels, local)
+            history += train_epoch(state, data, local)
     finally:
         if state.private:
             state.private.close()  # the cached networks must not keep this round's hooks
@@ -114,7 +114,7 @@ def train_locally(
         )
     disclose = str(config.get(keys.DISCLOSE, "")).split(",")  # beyond weight and id, only what the federation asked for
     metrics = {
-        keys.NUM_EXAMPLES: len(images),
+        keys.NUM_EXAMPLES: data.count,
         keys.UNIT_WEIGHT: 1,
         keys.PARTITION_ID: partition_id,
         **(
@@ -128,7 +128,7 @@ def train_locally(
             else {}
         ),
         **(
-            {keys.GRADE_COUNT.format(grade): int((labels == grade).sum()) for grade in range(NUM_GRADES)}
+            {keys.GRADE_COUNT.format(grade): int((data.labels == grade).sum()) for grade in range(NUM_GRADES)}
             if "grades" in disclose
             else {}
         ),

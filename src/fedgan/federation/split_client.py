@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from fedgan.federation.local_data import local_data
 from fedgan.models.dcgan import Discriminator
 from fedgan.training.augment import augment_generator
 from fedgan.training.checkpoint import prune_checkpoints
+from fedgan.training.data import InMemory
 from fedgan.training.device import resolve_device
 from fedgan.training.loop import DiscriminatorSide
 from fedgan.training.split import Judge
@@ -119,11 +121,21 @@ def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> No
 JUDGES: dict[Path, tuple[tuple[int, int], Judge]] = {}
 
 
+def held_images(
+    config: Mapping[str, Any], context: Context, train_config: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """This hospital's images in memory, whatever the run's budget: its discriminator draws real
+    images grade by grade at random, which a stream cannot serve."""
+    data, partition_id = local_data(config, context, train_config, memory_mb=math.inf)
+    assert isinstance(data, InMemory)
+    return data.images, data.grades, partition_id
+
+
 def judge_for(
     config: Mapping[str, Any], context: Context, train_config: TrainConfig, starting: Mapping[str, torch.Tensor]
 ) -> tuple[Judge, Path, int]:
     model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
-    images, labels, partition_id = local_data(config, context, train_config.seed)
+    images, labels, partition_id = held_images(config, context, train_config)
     folder = state_folder(config, context, partition_id)
     round_number, exchange = int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE])
     previous = (round_number, exchange - 1)
@@ -193,7 +205,7 @@ def judge(msg: Message, context: Context) -> Message:
 def grades(msg: Message, context: Context) -> Message:
     """The counts the server weights each grade's judges by (also in every round's metrics)."""
     config = msg.content[keys.CONFIG]
-    _, labels, partition_id = local_data(config, context, int(json.loads(str(config[keys.TRAIN_CONFIG]))["seed"]))
+    _, labels, partition_id = held_images(config, context, TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG]))))
     counts = {keys.GRADE_COUNT.format(g): int((labels == g).sum()) for g in range(NUM_GRADES)}
     return Message(
         content=RecordDict(

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 from fedgan.config import GANConfig, TrainConfig
 from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.augment import augment_generator, diff_augment, mirror, parse_policy
+from fedgan.training.data import EpochData
 from fedgan.training.device import autocast
 
 
@@ -270,38 +271,29 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     return StepStats.of(d_loss, g_loss, real_logits, fake_logits)
 
 
-def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of an epoch, a function of (seed, epoch) only."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
 OnStep = Callable[[GANState, StepStats, int], None]
 
 
 def train_epoch(
-    state: GANState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, on_step: OnStep | None = None
+    state: GANState, data: EpochData, config: TrainConfig, on_step: OnStep | None = None
 ) -> list[StepStats]:
-    """One pass over `images` (N x C x H x W in [-1, 1], on any device) in full batches.
+    """One pass over `data` (`fedgan.training.data`: held in memory or streamed) in full batches.
 
     The last partial batch is dropped, as batch norm statistics of a handful of images are
     noise. `on_step(state, stats, batch_size)` is called after every step (metrics, progress).
     """
     expected = (state.model_config.channels, state.model_config.resolution, state.model_config.resolution)
-    if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"images are {tuple(images.shape[1:])} but the model is built for {expected}")
+    if tuple(data.image_shape) != expected:
+        raise ValueError(f"images are {tuple(data.image_shape)} but the model is built for {expected}")
     state.generator.train()
     state.discriminator.train()
-    order = epoch_order(len(images), config.seed, state.epoch)
-    batch = min(config.batch_size, len(images))
     history = []
-    for start in range(0, len(order) - batch + 1, batch):
-        index = order[start : start + batch]
-        real = images[index].to(state.device, non_blocking=True)
-        grades = labels[index].to(state.device, non_blocking=True)
-        stats = train_step(state, real, grades, config)
+    for images, grades in data.batches(config.seed, state.epoch, config.batch_size):
+        real = images.to(state.device, non_blocking=True)
+        stats = train_step(state, real, grades.to(state.device, non_blocking=True), config)
         history.append(stats)
         if on_step is not None:
-            on_step(state, stats, batch)
+            on_step(state, stats, len(real))
     state.epoch += 1
     return history
 

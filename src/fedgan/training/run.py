@@ -29,6 +29,7 @@ from fedgan.training.checkpoint import (
     restore_state,
     save_checkpoint,
 )
+from fedgan.training.data import EpochData, training_data
 from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
@@ -39,12 +40,11 @@ log = logging.getLogger(__name__)
 Probe = Callable[[GANState], dict[str, float]]
 
 
-def load_training_data(store: Store, conditional: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The store's training split in memory (the held-out split is never read here)."""
-    images, labels = store.load("train")
-    if conditional and (labels < 0).any():
+def load_training_data(store: Store, conditional: bool, memory_mb: float) -> EpochData:
+    """The store's training split, in memory or streamed (the held-out split is never read here)."""
+    if conditional and (store.labels("train") < 0).any():
         raise FedGANError(f"{store.path}: a conditional model needs graded images, but this store is unlabelled")
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    return training_data(store, None, memory_mb)
 
 
 def model_config_for(store: Store, base: GANConfig, conditional: bool) -> GANConfig:
@@ -80,15 +80,15 @@ def train_centralised(
     folder.refuse_existing("fedgan train --resume")
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
-    images, labels = load_training_data(store, config.conditional)
-    if len(images) < 2:
-        raise FedGANError(f"{store_path}: needs at least 2 training images, has {len(images)}")
+    data = load_training_data(store, config.conditional, train_config.memory_mb)
+    if data.count < 2:
+        raise FedGANError(f"{store_path}: needs at least 2 training images, has {data.count}")
     state = new_state(config, train_config, device)
     if init is not None:
         fresh = init_from_checkpoint(state, init, train_config)
         log.info("initialised from %s%s", init, f" (new: {', '.join(fresh)})" if fresh else "")
     attach_privacy(
-        state, train_config, len(images), train_config.epochs * private_steps_per_epoch(train_config, len(images))
+        state, train_config, data.count, train_config.epochs * private_steps_per_epoch(train_config, data.count)
     )
     folder.create(
         seed=train_config.seed,
@@ -99,7 +99,7 @@ def train_centralised(
             "init": {"checkpoint": str(init) if init else ""},
         },
     )
-    return _train(state, train_config, images, labels, run, progress, stop_after_epochs, store_path, probe, {})
+    return _train(state, train_config, data, run, progress, stop_after_epochs, store_path, probe, {})
 
 
 def resume_centralised(
@@ -112,30 +112,29 @@ def resume_centralised(
 ) -> GANState:
     """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
     folder = RunFolder(run)
-    data = read_checkpoint(folder.latest)
-    state, train_config = restore_state(data, device)
+    saved = read_checkpoint(folder.latest)
+    state, train_config = restore_state(saved, device)
     if epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=epochs)
     store_path = folder.store()
     store = Store(store_path)
-    images, labels = load_training_data(store, state.model_config.conditional)
+    data = load_training_data(store, state.model_config.conditional, train_config.memory_mb)
     attach_privacy(
         state,
         train_config,
-        len(images),
-        train_config.epochs * private_steps_per_epoch(train_config, len(images)),
-        data.get("privacy"),
+        data.count,
+        train_config.epochs * private_steps_per_epoch(train_config, data.count),
+        saved.get("privacy"),
     )
     folder.truncate(state.step)
     log.info("resuming %s at epoch %d, step %d", run, state.epoch, state.step)
-    return _train(state, train_config, images, labels, run, progress, None, store_path, probe, data["extra"])
+    return _train(state, train_config, data, run, progress, None, store_path, probe, saved["extra"])
 
 
 def _train(
     state: GANState,
     config: TrainConfig,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: EpochData,
     run: Path,
     progress: bool,
     stop_after_epochs: int | None,
@@ -145,7 +144,7 @@ def _train(
 ) -> GANState:
     """The epochs still to do; `saved` is the resumed checkpoint's extra record (training seconds, best KID)."""
     folder = RunFolder(run)
-    steps_per_epoch = len(images) // min(config.batch_size, len(images))
+    steps_per_epoch = data.count // min(config.batch_size, data.count)
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=state.epoch * steps_per_epoch,
@@ -204,7 +203,7 @@ def _train(
 
         while state.epoch < config.epochs:
             step_started = time.perf_counter()
-            train_epoch(state, images, labels, config, on_step)
+            train_epoch(state, data, config, on_step)
             metrics.flush()
             save_fixed_grid(state, folder.sample_grid(EPOCH, state.epoch), config.sample_count, config.seed)
             if board is not None:

@@ -29,8 +29,9 @@ from torch import nn
 
 from fedgan.config import TrainConfig
 from fedgan.training.augment import diff_augment, mirror, parse_policy
+from fedgan.training.data import epoch_order
 from fedgan.training.device import autocast
-from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, epoch_order, g_loss_term, noise_and_grades
+from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, g_loss_term, noise_and_grades
 
 
 @contextlib.contextmanager

@@ -1,0 +1,84 @@
+"""What a training epoch reads: in memory below the budget, streamed from the shards above it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY
+
+from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.data.partition import partition
+from fedgan.data.prepare import prepare_store
+from fedgan.data.store import Store
+from fedgan.federation.local_data import hospital_data
+from fedgan.training.data import InMemory, Streamed, training_data
+from fedgan.training.run import resume_centralised, train_centralised
+
+IMAGE_MB = 16 * 16 * 4 / 2**20  # one decoded 16 px image
+
+
+@pytest.fixture(scope="module")
+def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stores") / "sharded"
+    prepare_store(
+        fundus_set,
+        out,
+        preprocess_config=PreprocessConfig(size=16),
+        store_config=StoreConfig(shard_size=6, heldout_fraction=0.25),
+        workers=1,
+        progress=False,
+    )
+    return out
+
+
+def test_a_split_above_the_budget_streams_every_record_once_per_epoch_in_a_seeded_order(store: Path) -> None:
+    data = Store(store)
+    everything, labels = data.load("train")
+    streamed = training_data(data, None, memory_mb=10 * IMAGE_MB)  # blocks of two 6-record shards
+    assert isinstance(streamed, Streamed) and streamed.block_images == 10 and len(data.shard_ranges("train")) >= 5
+    assert isinstance(training_data(data, None, memory_mb=len(everything) * IMAGE_MB), InMemory)
+
+    def epoch(number: int) -> list[int]:
+        seen = []
+        for images, grades in streamed.batches(seed=1, epoch=number, batch=4):
+            assert images.shape == (4, 1, 16, 16)
+            for image, grade in zip(images, grades, strict=True):
+                match = np.flatnonzero((everything == image.numpy()).all(axis=(1, 2, 3)))
+                assert labels[match[0]] == grade
+                seen.append(int(match[0]))
+        return seen
+
+    first = epoch(0)
+    assert len(first) == len(set(first)) > len(everything) - 4  # all but the last partial batch, none twice
+    assert epoch(0) == first and epoch(1) != first
+
+
+def test_a_streamed_run_resumes_exactly(store: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, batch_size=4, seed=4, sample_count=10, memory_mb=10 * IMAGE_MB)
+    straight = train_centralised(store, tmp_path / "a", model_config=TINY, train_config=config, progress=False)
+    train_centralised(
+        store, tmp_path / "b", model_config=TINY, train_config=config, progress=False, stop_after_epochs=1
+    )
+    resumed = resume_centralised(tmp_path / "b", progress=False)
+    for key, value in straight.generator.state_dict().items():
+        assert torch.equal(value, resumed.generator.state_dict()[key]), key
+    losses = [
+        [json.loads(x)["g_loss"] for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab"
+    ]
+    assert losses[0] == losses[1] and len(losses[0]) == 3 * (len(Store(store).labels("train")) // 4)
+
+
+def test_a_hospital_streams_only_its_own_partition(store: Path) -> None:
+    labels = Store(store).labels("train")
+    parts = partition(labels, 3, "label-split", 0)
+    data = hospital_data(str(store), "label-split", 3, 1, 0, 0.5, 6 * IMAGE_MB)
+    assert isinstance(data, Streamed) and data.count == len(parts[1])
+    assert np.array_equal(data.labels, labels[np.sort(parts[1])])
+    seen = torch.cat([grades for _, grades in data.batches(seed=0, epoch=0, batch=2)])
+    assert len(seen) == data.count // 2 * 2  # its images, each once, but a last odd one
+    assert not Counter(seen.tolist()) - Counter(labels[parts[1]].tolist())
