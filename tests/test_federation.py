@@ -176,11 +176,14 @@ def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
         "8",
         "--batch-size",
         "4",
+        "--client-cpus",
+        "0.5",  # a fraction of a core: Flower's resources take it, torch gets one thread
         "-q",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "completed 1 round;" in result.stdout
+    assert read_config(tmp_path / "r")["config"]["federation"]["client-cpus"] == 0.5
 
 
 @pytest.fixture(scope="module")

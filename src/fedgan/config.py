@@ -252,7 +252,7 @@ class FederationConfig:
     fraction: float = 1.0  # share of hospitals sampled each round
     weighting: str = "examples"  # WEIGHTINGS
     min_successful: int = 1  # a round goes on while at least this many hospitals succeed
-    client_cpus: int = 0  # simulation: cores per virtual hospital; 0: all, hospitals take turns
+    client_cpus: float = 0.0  # simulation: cores per virtual hospital (0.5: two share a core); 0: all, they take turns
     round_timeout: float = 3600.0  # seconds a round (or a SecAgg+ stage) waits for replies; the late are left out
     disclose: tuple[str, ...] = ("losses",)  # DISCLOSURES a hospital reveals beyond its weight and id
     secagg_clip: float = 8.0  # SecAgg+: update values are clipped to [-clip, clip] (Flower's default range)

@@ -100,7 +100,7 @@ def add_parser(sub: Any) -> None:
     )
     group.add_argument(
         "--client-cpus",
-        type=int,
+        type=float,
         default=FEDERATION.client_cpus,
         help=with_default("cores per simulated hospital; 0: all, hospitals take turns", FEDERATION.client_cpus),
     )

@@ -72,7 +72,7 @@ class FederationSettings:
     fraction: float = FEDERATION.fraction  # share of hospitals sampled each round
     weighting: str = FEDERATION.weighting
     min_successful: int = FEDERATION.min_successful  # a round fails if fewer hospitals return usable models
-    client_cpus: int = FEDERATION.client_cpus  # simulation: CPU cores per virtual hospital (0: all, or deployment)
+    client_cpus: float = FEDERATION.client_cpus  # simulation: CPU cores per virtual hospital (0: all, or deployment)
     secagg: SecAggSettings | None = None  # None: plain FedAvg, the server sees each hospital's model
     client_dp: ClientDP | None = None
     algorithm: AlgorithmConfig = AlgorithmConfig()
@@ -112,7 +112,7 @@ class FederationSettings:
                     if self.store
                     else {}
                 ),
-                **({keys.THREADS: self.client_cpus} if self.client_cpus else {}),
+                **({keys.THREADS: max(1, int(self.client_cpus))} if self.client_cpus else {}),
                 **({keys.PROXIMAL_MU: self.algorithm.proximal_mu} if self.algorithm.name == "fedprox" else {}),
                 **(
                     {keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight}

@@ -138,7 +138,7 @@ def federate(
     fraction: float = FEDERATION.fraction,
     weighting: str = FEDERATION.weighting,
     min_successful: int = FEDERATION.min_successful,
-    client_cpus: int = FEDERATION.client_cpus,
+    client_cpus: float = FEDERATION.client_cpus,
     secagg: SecAggSettings | None = None,
     client_dp: ClientDP | None = None,
     algorithm: AlgorithmConfig = AlgorithmConfig(),
@@ -147,7 +147,8 @@ def federate(
 ) -> Path:
     """Run a new federation; `train_config.epochs` is the local epochs per round.
 
-    `client_cpus` is each virtual hospital's share of this machine. 0 (default) gives every
+    `client_cpus` is each virtual hospital's share of this machine's cores, fractions included
+    (0.5: two hospitals share a core, each with one torch thread). 0 (default) gives every
     hospital all cores, so hospitals train one after another at full speed: on a small machine
     that beats running them side by side, where an odd number of hospitals leaves cores idle.
     `secagg` (e.g. `SecAggSettings()`) aggregates with SecAgg+; its max-weight is set here.
@@ -166,9 +167,16 @@ def federate(
             "client-level DP needs --weighting unweighted (its noise assumes equal weights) and cannot run with "
             "--secagg"
         )
-    if not 0 < fraction <= 1 or rounds < 1 or not 1 <= min_successful <= clients or round_timeout <= 0:
+    if (
+        not 0 < fraction <= 1
+        or rounds < 1
+        or not 1 <= min_successful <= clients
+        or round_timeout <= 0
+        or client_cpus < 0
+    ):
         raise FedGANError(
-            "need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients and --round-timeout > 0"
+            "need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients, --round-timeout > 0 and "
+            "--client-cpus >= 0"
         )
     check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction)
     check_disclosure(disclose)
@@ -248,7 +256,7 @@ def resume_federation(run: Path, *, rounds: int | None = None) -> Path:
         float(fed["fraction"]),
         str(fed["weighting"]),
         int(fed["min-successful"]),
-        int(fed["client-cpus"]),
+        float(fed["client-cpus"]),
         client_dp=from_dict(ClientDP, record["config"]["client-dp"]) if "client-dp" in record["config"] else None,
         algorithm=from_dict(AlgorithmConfig, record["config"].get("algorithm", {})),
         round_timeout=float(fed.get("round-timeout", FEDERATION.round_timeout)),
