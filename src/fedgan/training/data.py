@@ -4,7 +4,7 @@ Why two: a split that fits the memory budget (`TrainConfig.memory_mb`, decoded f
 in memory and read in the exact order `epoch_order` gives, as always. A larger one (full
 EyePACS is 2.3 GB at 128 px, 9 GB at 256) is read shard by shard, so the memory a run needs does
 not grow with the store: each epoch visits the shards in a seeded order, decodes a block of them
-(at most the budget), shuffles the block and trains on it, carrying a partial batch over to the
+(the budget, plus the shard being read), shuffles the block and trains on it, carrying a partial batch over to the
 next block. Both give an order that depends only on (seed, epoch), so a resumed run repeats it.
 """
 
