@@ -11,8 +11,10 @@ from fedgan.config import (
     AGGREGATIONS,
     ALGORITHMS,
     AUGMENTATIONS,
+    FEDERATION,
     LOSSES,
     NORMS,
+    PARTITIONS,
     UPSAMPLES,
     WIRES,
     AlgorithmConfig,
@@ -46,6 +48,23 @@ def with_default(text: str, value: Any, paper: Any = None) -> str:
 def add_switch(group: Any, flag: str, help_text: str) -> None:
     """--flag / --no-flag; None when not given, so the recipe's or --config's value stands."""
     group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+
+
+def add_partition_options(group: Any, *, alpha: bool = True) -> None:
+    """--partition (and --alpha): how a store's training split is divided among hospitals."""
+    group.add_argument(
+        "--partition",
+        default=FEDERATION.partition,
+        choices=PARTITIONS,
+        help=with_default("how the training split is divided among hospitals", FEDERATION.partition),
+    )
+    if alpha:
+        group.add_argument(
+            "--alpha",
+            type=float,
+            default=FEDERATION.alpha,
+            help=with_default("Dirichlet concentration (--partition dirichlet)", FEDERATION.alpha),
+        )
 
 
 def train_help(text: str, name: str) -> str:

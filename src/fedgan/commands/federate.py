@@ -10,12 +10,13 @@ from fedgan.commands.common import (
     add_algorithm_options,
     add_common,
     add_gan_options,
+    add_partition_options,
     algorithm_config,
     command,
     gan_configs,
     with_default,
 )
-from fedgan.config import FEDERATION, PARTITIONS, WEIGHTINGS
+from fedgan.config import FEDERATION, WEIGHTINGS
 from fedgan.errors import FedGANError
 
 
@@ -49,15 +50,7 @@ def add_parser(sub: Any) -> None:
     )
     group = federate.add_argument_group("federation")
     group.add_argument("--clients", type=int, help="number of hospitals (1 = centralised baseline)")
-    group.add_argument(
-        "--partition",
-        default=FEDERATION.partition,
-        choices=PARTITIONS,
-        help=with_default("how data is divided", FEDERATION.partition),
-    )
-    group.add_argument(
-        "--alpha", type=float, default=FEDERATION.alpha, help=with_default("Dirichlet concentration", FEDERATION.alpha)
-    )
+    add_partition_options(group)
     group.add_argument("--rounds", type=int, help=with_default("federated rounds in total", FEDERATION.rounds))
     group.add_argument(
         "--fraction",

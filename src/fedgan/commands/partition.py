@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import command, with_default
-from fedgan.config import FEDERATION, PARTITIONS
+from fedgan.commands.common import add_partition_options, command
 
 
 def add_parser(sub: Any) -> None:
@@ -27,15 +26,7 @@ def add_parser(sub: Any) -> None:
     )
     part.add_argument("store", type=Path, help="store folder")
     part.add_argument("--clients", type=int, required=True, help="number of hospitals")
-    part.add_argument(
-        "--partition",
-        default=FEDERATION.partition,
-        choices=PARTITIONS,
-        help=with_default("how to divide", FEDERATION.partition),
-    )
-    part.add_argument(
-        "--alpha", type=float, default=FEDERATION.alpha, help=with_default("Dirichlet concentration", FEDERATION.alpha)
-    )
+    add_partition_options(part)
     part.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     part.set_defaults(handler=run)
 

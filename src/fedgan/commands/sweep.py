@@ -10,12 +10,13 @@ from fedgan.commands.common import (
     add_algorithm_options,
     add_common,
     add_gan_options,
+    add_partition_options,
     algorithm_config,
     command,
     gan_configs,
     with_default,
 )
-from fedgan.config import ALGORITHMS, FEDERATION, PAPER_SIZES, PARTITIONS, SWEEP_ROUNDS
+from fedgan.config import ALGORITHMS, FEDERATION, PAPER_SIZES, SWEEP_ROUNDS
 from fedgan.errors import FedGANError
 
 
@@ -43,12 +44,7 @@ def add_parser(sub: Any) -> None:
     sweep.add_argument("--out", type=Path, required=True, help="sweep folder")
     sizes = ",".join(map(str, PAPER_SIZES))
     sweep.add_argument("--clients", default=sizes, help=with_default("federation sizes, comma-separated", sizes))
-    sweep.add_argument(
-        "--partition",
-        default=FEDERATION.partition,
-        choices=PARTITIONS,
-        help=with_default("how data is divided", FEDERATION.partition),
-    )
+    add_partition_options(sweep, alpha=False)
     sweep.add_argument("--rounds", type=int, default=SWEEP_ROUNDS, help=with_default("federated rounds", SWEEP_ROUNDS))
     sweep.add_argument("--init", type=Path, metavar="CKPT", help="start every member from this pretrained checkpoint")
     sweep.add_argument(
