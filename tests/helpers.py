@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedgan.config import GANConfig, TrainConfig
+from fedgan.config import DiffusionConfig, GANConfig, TrainConfig
 
 #: a 16 px model that trains in milliseconds: the federation tests' model
 TINY = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8)
 CONDITIONAL = GANConfig(resolution=16, generator_width=32, discriminator_width=8, latent_dim=8, num_classes=5)
+#: a 16 px UNet of two levels (about 60k parameters): a step and a 4-step DDIM sample in milliseconds
+TINY_DDPM = DiffusionConfig(resolution=16, width=8, levels=2, timesteps=50, sample_steps=4)
 #: one local epoch of batches of 4
 LOCAL = TrainConfig(epochs=1, batch_size=4, seed=2, sample_count=10)
 

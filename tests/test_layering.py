@@ -34,8 +34,18 @@ def test_lower_layers_never_import_flower_or_the_federation(package: str) -> Non
     assert not offenders
 
 
-def test_models_import_only_torch_and_the_standard_library() -> None:
-    allowed = {"torch", "fedgan", "__future__", "dataclasses", "collections", "typing", "math", "functools"}
+def test_models_import_only_torch_diffusers_and_the_standard_library() -> None:
+    allowed = {
+        "torch",
+        "diffusers",
+        "fedgan",
+        "__future__",
+        "dataclasses",
+        "collections",
+        "typing",
+        "math",
+        "functools",
+    }
     for path in (PACKAGE / "models").rglob("*.py"):
         assert {m.split(".")[0] for m in imported_modules(path)} <= allowed, path
 

@@ -113,7 +113,7 @@ def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None
     assert apply_recipe("small-data", GANConfig(), TrainConfig()) == (GANConfig(), TrainConfig())
     with pytest.raises(FedGANError, match="unknown recipe"):
         apply_recipe("magic", GANConfig(), TrainConfig())
-    assert set(RECIPES) == {"small-data", "paper"}
+    assert set(RECIPES) == {"small-data", "paper", "ddpm"}
 
 
 # --- the paper recipe, pinned -----------------------------------------------------------------

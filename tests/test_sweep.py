@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TINY, small_store
+from helpers import TINY, TINY_DDPM, small_store
 
 from fedgan.config import TrainConfig
-from fedgan.sweep import CENTRALISED, SweepSettings, run_sweep
+from fedgan.sweep import CENTRALISED, SweepSettings, SweptModel, run_sweep
+from fedgan.training.recipes import apply_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,8 @@ def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_store(fundus_set, tmp_path_factory.mktemp("stores") / "sweep16", size=16, heldout=0.4)
 
 
-def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_path: Path) -> None:
+def test_sweep_compares_sizes_and_models_with_one_evaluator_and_resumes(store: Path, tmp_path: Path) -> None:
+    train = TrainConfig(epochs=1, batch_size=4, sample_count=10)
     settings = SweepSettings(
         store,
         tmp_path / "sweep",
@@ -28,18 +30,27 @@ def test_sweep_compares_sizes_with_one_evaluator_and_resumes(store: Path, tmp_pa
         rounds=2,
         conditional=True,
         count=30,
-        model_config=TINY,
-        train_config=TrainConfig(epochs=1, batch_size=4, sample_count=10),
+        models=(SweptModel(TINY_DDPM, apply_recipe("ddpm", TINY_DDPM, train)[1]), SweptModel(TINY, train)),
     )
     rows = run_sweep(settings)
-    assert [r["member"] for r in rows] == [CENTRALISED, "clients-2", "clients-3"]
-    assert rows[0]["fd_vs_centralised"] == 1.0 and rows[0]["paper_realism_vs_centralised"] == 1.0
+    assert [r["member"] for r in rows] == [
+        CENTRALISED,
+        "clients-2",
+        "clients-3",
+        "ddpm-centralised",
+        "ddpm-clients-2",
+        "ddpm-clients-3",
+    ]  # the GAN first: its centralised discriminator is the realism reference for every member
+    assert [r["model"] for r in rows] == ["gan"] * 3 + ["ddpm"] * 3
+    for base in (rows[0], rows[3]):  # each model's ratios are to its own centralised run
+        assert base["fd_vs_centralised"] == 1.0 and base["paper_realism_vs_centralised"] == 1.0
+    assert rows[4]["kid_vs_centralised"] == pytest.approx(rows[4]["kid"] / rows[3]["kid"])
     results = [json.loads((settings.out / r["member"] / "eval" / "metrics.json").read_text()) for r in rows]
     assert len({r["evaluator_sha256"] for r in results}) == 1  # one fixed evaluator
     assert {r["paper_realism"]["reference"] for r in results} == {str((settings.out / CENTRALISED).resolve())}
-    assert [r["checkpoint_round"] for r in results] == [2, 2, 2]  # same budget: 2 epochs vs 2 rounds x 1 local epoch
+    assert [r["checkpoint_round"] for r in results] == [2] * 6  # same budget: 2 epochs vs 2 rounds x 1 local epoch
     page = (settings.out / "report.html").read_text()
-    assert "realism (paper)" in page and "clients-3" in page and page.count("data:image/png;base64,") == 3
+    assert "realism (paper)" in page and "ddpm-clients-3" in page and page.count("data:image/png;base64,") == 6
     stamps = {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")}
     assert run_sweep(settings) == rows  # finished members are neither retrained nor re-evaluated
     assert {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")} == stamps

@@ -34,6 +34,8 @@ PARTITIONS = (
 LAYOUTS = ("auto", "eyepacs", "aptos", "folder", "dicom")  # input layouts `prepare` reads (fedgan.data.prepare)
 WEIGHTINGS = ("examples", "unweighted")  # FedAvg's weights: by images, or the paper's unweighted mean
 UPSAMPLES = ("transposed", "resize")
+MODELS = ("gan", "ddpm")  # the kinds of generative model (`--model`): the paper's DCGAN, or a denoising diffusion model
+PREDICTIONS = ("epsilon", "v_prediction")  # what a DDPM's UNet predicts (diffusers' `prediction_type`)
 AUGMENTATIONS = ("translation", "cutout", "color")  # DiffAugment transforms, see fedgan.training.augment
 ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # see fedgan.federation.algorithms
 #: how a hospital's trained model travels to the server (`fedgan.federation.wire`): as float32 weights, or as its
@@ -137,6 +139,77 @@ class GANConfig:
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def kind(self) -> str:
+        return "gan"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    """A grade-conditional denoising diffusion model (`fedgan.models.ddpm`): diffusers' UNet2DModel
+    trained as a DDPM, sampled with DDIM and classifier-free guidance. Small by default because a
+    CPU must train it: `benchmarks/gan_vs_ddpm.py` measures it against the GAN at equal time."""
+
+    resolution: int = 64  # output height and width (from the store); a power of two >= 16
+    channels: int = 1  # image channels
+    num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade (plus a "no grade" for guidance)
+    width: int = 16  # UNet channels at full resolution; doubled at each level down to at most 4x width
+    levels: int = 4  # UNet resolutions (the lowest one has self-attention)
+    layers_per_block: int = 1  # residual blocks per level
+    timesteps: int = 1000  # noise levels of the forward process (cosine schedule)
+    prediction: str = "v_prediction"  # PREDICTIONS: v keeps the loss balanced across noise levels (Salimans & Ho 2022)
+    sample_steps: int = 25  # DDIM steps when sampling (deterministic, eta 0): fewer is faster and a little blurrier
+    guidance: float = 1.0  # classifier-free guidance scale; 1: the conditional model alone (one UNet pass per step)
+    label_dropout: float = 0.1  # share of training images whose grade is hidden, so the model also learns "no grade"
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16 or self.resolution & (self.resolution - 1):
+            raise FedGANError(f"resolution must be a power of two >= 16, got {self.resolution}")
+        if self.resolution >> (self.levels - 1) < 4 or not 2 <= self.levels <= 6:
+            raise FedGANError(f"levels must be 2-6 and leave at least 4x4 pixels at the lowest, got {self.levels}")
+        if self.prediction not in PREDICTIONS:
+            raise FedGANError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if self.width < 8 or self.width % 8 or self.layers_per_block < 1 or self.timesteps < 2:
+            raise FedGANError("width must be a multiple of 8, layers-per-block >= 1 and timesteps >= 2")
+        if not 1 <= self.sample_steps <= self.timesteps or self.guidance < 1 or not 0 <= self.label_dropout < 1:
+            raise FedGANError("need 1 <= sample-steps <= timesteps, guidance >= 1 and 0 <= label-dropout < 1")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def latent_dim(self) -> int:
+        """The noise one image starts from: a full image of it (generation maps noise to image as a GAN's does)."""
+        return self.channels * self.resolution * self.resolution
+
+    @property
+    def kind(self) -> str:
+        return "ddpm"
+
+
+ModelConfig = GANConfig | DiffusionConfig
+
+
+def model_record(config: ModelConfig) -> dict[str, Any]:
+    """A model config as checkpoints and federation messages carry it: its fields and its kind."""
+    return {**dataclasses.asdict(config), "kind": config.kind}
+
+
+def model_table(config: ModelConfig) -> dict[str, Any]:
+    """A model config as a run record's [model] table: its kind, then its fields in kebab-case."""
+    return {"kind": config.kind, **to_dict(config)}
+
+
+def model_from_record(record: dict[str, Any]) -> ModelConfig:
+    """The config `model_record` wrote (or a deployment's `model.*` settings, kebab-case): a record
+    without a kind is a GAN, as are checkpoints from before the DDPM."""
+    values = dict(record)
+    kind = values.pop("kind", "gan")
+    if kind not in MODELS:
+        raise FedGANError(f"unknown model kind {kind!r}; known: {', '.join(MODELS)}")
+    return from_dict(DiffusionConfig if kind == "ddpm" else GANConfig, values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import add_common, command
+from fedgan.commands.common import add_common, add_model_check, check_model, command
 
 
 def add_parser(sub: Any) -> None:
@@ -38,20 +38,24 @@ def add_parser(sub: Any) -> None:
     audit.add_argument(
         "--samples", type=int, default=1000, help="generated images the black-box attack compares with (default: 1000)"
     )
+    add_model_check(audit)
     add_common(audit)
     audit.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from fedgan.evaluation.privacy import audit
+    check_model(args.run, args.model)
+    from fedgan.evaluation.privacy import ATTACKS, audit
 
     result = audit(
         args.run, args.members, args.non_members, samples=args.samples, reference=args.reference, seed=args.seed
     )
-    for name, title in (("gan_leaks", "GAN-Leaks (black-box)"), ("logan", "LOGAN (white-box, discriminator)")):
+    for name, title in ATTACKS.items():
+        if name not in result:  # one white-box attack per kind of model
+            continue
         auc, tpr = result[name]["auc"], result[name]["tpr_at_1pct_fpr"]
         print(
-            f"{title:<34} AUC {auc['value']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]  "
+            f"{title:<42} AUC {auc['value']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]  "
             f"TPR at 1% FPR {tpr['value']:.3f} [{tpr['low']:.3f}, {tpr['high']:.3f}]"
         )
     memo = result["memorisation"]

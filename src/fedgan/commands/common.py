@@ -13,19 +13,23 @@ from fedgan.config import (
     AUGMENTATIONS,
     FEDERATION,
     LOSSES,
+    MODELS,
     NORMS,
     PARTITIONS,
+    PREDICTIONS,
     UPSAMPLES,
     WIRES,
     AlgorithmConfig,
+    DiffusionConfig,
     GANConfig,
     TrainConfig,
 )
 from fedgan.training.recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
 
 # The defaults --help shows are the dataclasses' own (which are the default recipe's), never typed here.
-MODEL, TRAIN = GANConfig(), TrainConfig()
+MODEL, TRAIN, DIFFUSION = GANConfig(), TrainConfig(), DiffusionConfig()
 PAPER_MODEL, PAPER_TRAIN = apply_recipe("paper", MODEL, TRAIN)
+_, DDPM_TRAIN = apply_recipe("ddpm", DIFFUSION, TRAIN)
 
 
 def shown(value: Any) -> str:
@@ -71,6 +75,11 @@ def train_help(text: str, name: str) -> str:
     return with_default(text, getattr(TRAIN, name), getattr(PAPER_TRAIN, name))
 
 
+def diffusion_help(text: str, name: str) -> str:
+    """Help for a DDPM setting, with its default from `DiffusionConfig`."""
+    return with_default(text, getattr(DIFFUSION, name))
+
+
 def model_help(text: str, name: str) -> str:
     return with_default(text, getattr(MODEL, name), getattr(PAPER_MODEL, name))
 
@@ -89,6 +98,29 @@ def add_common(parser: argparse.ArgumentParser, *, seed: bool = True, workers: b
             "--workers", type=int, default=None, help="worker processes (default: one per available core)"
         )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_model_check(parser: argparse.ArgumentParser) -> None:
+    """--model on commands that read a trained model: its kind comes from the checkpoint; the flag only checks it."""
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        help="the kind of model RUN must hold, gan or ddpm (default: whichever it holds; the checkpoint says)",
+    )
+
+
+def check_model(run: Path, expected: str | None) -> None:
+    """A one-line error when RUN holds another kind of model than `--model` names."""
+    if expected is None:
+        return
+    from fedgan.config import model_from_record
+    from fedgan.errors import FedGANError
+    from fedgan.training.checkpoint import read_checkpoint
+    from fedgan.training.release import read_release
+
+    kind = model_from_record((read_release(run) or read_checkpoint(run))["model_config"]).kind
+    if kind != expected:
+        raise FedGANError(f"{run}: holds a {kind}, not a {expected} (--model)")
 
 
 def command(sub: Any, name: str, help_text: str, description: str, examples: str) -> argparse.ArgumentParser:
@@ -185,21 +217,33 @@ def algorithm_config(args: argparse.Namespace, name: str) -> AlgorithmConfig:
     )
 
 
-def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
-    """Model and local-training flags shared by `train` and `federate` (same loop, same model)."""
+def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, several: bool = False) -> None:
+    """Model and local-training flags shared by `train`, `federate` and `sweep` (same loop, same models);
+    `several`: --model takes a comma-separated list (the sweep compares kinds)."""
     parser.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
-    parser.add_argument("--conditional", action="store_true", help="condition both networks on the DR grade (0-4)")
+    kinds = "gan: the paper's DCGAN (default); ddpm: a denoising diffusion model (a small UNet, DDIM sampling)"
+    if several:
+        parser.add_argument("--model", default="gan", type=model_list, help=f"comma-separated kinds: {kinds}")
+    else:
+        parser.add_argument("--model", choices=MODELS, default="gan", help=kinds)
+    parser.add_argument(
+        "--conditional", action="store_true", help="condition the model (both GAN networks) on the DR grade (0-4)"
+    )
     parser.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
-        default=DEFAULT_RECIPE,
-        help="small-data (default): DiffAugment, spectrally normalised D, hinge loss, EMA of G; paper: the paper's "
-        "DCGAN exactly. Applied before --config and the flags below, which override it",
+        help=f"small-data (the GAN's default): DiffAugment, spectrally normalised D, hinge loss, EMA of G; paper: the "
+        f"paper's DCGAN exactly; ddpm (the DDPM's default): Adam {DDPM_TRAIN.lr_generator:g} with beta1 "
+        f"{DDPM_TRAIN.beta1:g}, EMA, no augmentation. Applied before --config and the flags below, which override it",
     )
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, help=epochs_help)
     group.add_argument("--batch-size", type=int, help=train_help("images per step", "batch_size"))
-    group.add_argument("--lr-generator", type=float, help=train_help("Adam learning rate of G", "lr_generator"))
+    group.add_argument(
+        "--lr-generator",
+        type=float,
+        help=train_help("Adam learning rate of G (of the UNet, --model ddpm)", "lr_generator"),
+    )
     group.add_argument("--lr-discriminator", type=float, help=train_help("Adam learning rate of D", "lr_discriminator"))
     group.add_argument(
         "--real-label",
@@ -259,7 +303,8 @@ def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> Non
         help=train_help("newest epoch/round checkpoints to keep besides best.pt; 0 keeps all", "keep_checkpoints"),
     )
     group = parser.add_argument_group(
-        "differential privacy (DP-SGD on the discriminator; needs --no-spectral-norm --norm group)"
+        "differential privacy (DP-SGD on the GAN's discriminator, which needs --no-spectral-norm --norm group; or on "
+        "the DDPM's UNet)"
     )
     group.add_argument(
         "--dp-epsilon",
@@ -286,23 +331,85 @@ def add_gan_options(parser: argparse.ArgumentParser, *, epochs_help: str) -> Non
     group.add_argument(
         "--upsample", choices=UPSAMPLES, help=model_help("G upsampling: transposed conv or resize + conv", "upsample")
     )
+    group = parser.add_argument_group("diffusion model (--model ddpm; it learns at --lr-generator)")
+    group.add_argument("--width", type=int, help=diffusion_help("UNet channels at full resolution", "width"))
+    group.add_argument(
+        "--levels", type=int, help=diffusion_help("UNet resolutions; the lowest has attention", "levels")
+    )
+    group.add_argument(
+        "--layers-per-block", type=int, help=diffusion_help("residual blocks per level", "layers_per_block")
+    )
+    group.add_argument("--timesteps", type=int, help=diffusion_help("noise levels (cosine schedule)", "timesteps"))
+    group.add_argument("--prediction", choices=PREDICTIONS, help=diffusion_help("what the UNet predicts", "prediction"))
+    group.add_argument(
+        "--sample-steps", type=int, help=diffusion_help("DDIM steps per sample (samples, evaluation)", "sample_steps")
+    )
+    group.add_argument(
+        "--guidance",
+        type=float,
+        help=diffusion_help("classifier-free guidance scale; 1: none, one UNet pass per step", "guidance"),
+    )
+    group.add_argument(
+        "--label-dropout",
+        type=float,
+        help=diffusion_help("share of training images whose grade is hidden (for guidance)", "label_dropout"),
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N (default: auto)")
 
 
-def gan_configs(args: argparse.Namespace, **train_defaults: Any) -> tuple[Any, Any]:
-    """(GANConfig, TrainConfig) from defaults, then --config [model]/[train], then flags."""
+#: the model flags of each kind; a flag of the other kind is an error, not silently ignored
+MODEL_FLAGS = {
+    "gan": ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample"),
+    "ddpm": (
+        "width",
+        "levels",
+        "layers_per_block",
+        "timesteps",
+        "prediction",
+        "sample_steps",
+        "guidance",
+        "label_dropout",
+    ),
+}
+
+
+def model_list(text: str) -> str:
+    """--model of `sweep`: comma-separated kinds, checked here so a typo is a usage error."""
+    kinds = [kind.strip() for kind in text.split(",")]
+    unknown = [kind for kind in kinds if kind not in MODELS]
+    if unknown or len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give each of {', '.join(MODELS)} at most once, comma-separated")
+    return ",".join(kinds)
+
+
+def model_configs(args: argparse.Namespace, kind: str | None = None, **train_defaults: Any) -> tuple[Any, Any]:
+    """(GANConfig or DiffusionConfig, TrainConfig) of `kind` (default: --model) from its recipe, then
+    --config [model]/[train], then flags. A flag of a kind that no --model names is an error."""
     import dataclasses
 
-    from fedgan.config import GANConfig, TrainConfig, from_dict, load_toml_section
-    from fedgan.training.recipes import apply_recipe
+    from fedgan.config import from_dict, load_toml_section
+    from fedgan.errors import FedGANError
 
+    kind = kind or args.model
+    for other in (k for k in MODEL_FLAGS if k not in args.model.split(",")):
+        stray = [name for name in MODEL_FLAGS[other] if getattr(args, name, None) is not None]
+        if stray:
+            raise FedGANError(f"--{stray[0].replace('_', '-')} is a {other} setting; --model is {args.model}")
+    model_class = DiffusionConfig if kind == "ddpm" else GANConfig
+    default = "ddpm" if kind == "ddpm" else DEFAULT_RECIPE
+    recipe = args.recipe or default
+    if (recipe == "ddpm") != (kind == "ddpm"):  # a recipe is for one kind of model
+        if "," not in args.model:
+            raise FedGANError(
+                f"--recipe {recipe} is for the {'ddpm' if recipe == 'ddpm' else 'gan'}; --model is {kind}"
+            )
+        recipe = default  # a sweep of several kinds: the recipe applies to its own kind
     train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
-    model_fields = ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample")
-    model, train = apply_recipe(args.recipe, GANConfig(), TrainConfig(**train_defaults, seed=args.seed))
+    model, train = apply_recipe(recipe, model_class(), TrainConfig(**train_defaults, seed=args.seed))
     if args.config:
-        model = from_dict(GANConfig, load_toml_section(args.config, "model"), base=model)
+        model = from_dict(model_class, load_toml_section(args.config, "model"), base=model)
         train = from_dict(TrainConfig, load_toml_section(args.config, "train"), base=train)
-    model = from_dict(GANConfig, config_overrides(args, model_fields), base=model)
+    model = from_dict(model_class, config_overrides(args, MODEL_FLAGS[kind]), base=model)
     train = from_dict(TrainConfig, config_overrides(args, train_fields), base=train)
     return model, train
 

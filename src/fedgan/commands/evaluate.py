@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import add_common, command
+from fedgan.commands.common import add_common, add_model_check, check_model, command
 
 
 def add_parser(sub: Any) -> None:
@@ -46,11 +46,13 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help="TorchScript Inception-v3 (NVIDIA's inception-2015-12-05.pt) for the standard FID too; never downloaded",
     )
+    add_model_check(evaluate)
     add_common(evaluate)
     evaluate.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    check_model(args.run, args.model)
     from fedgan.evaluation.evaluate import evaluate_run
     from fedgan.evaluation.results import (
         FID,

@@ -9,11 +9,11 @@ from typing import Any
 from fedgan.commands.common import (
     add_algorithm_options,
     add_common,
-    add_gan_options,
+    add_model_options,
     add_partition_options,
     algorithm_config,
     command,
-    gan_configs,
+    model_configs,
     with_default,
 )
 from fedgan.config import FEDERATION, WEIGHTINGS
@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
         fedgan federate --store stores/fundus --clients 5 --partition label-split --rounds 2 --out runs/fed5
         fedgan federate --store stores/fundus --clients 10 --partition dirichlet --alpha 0.3 --rounds 5 --out runs/fed10
         fedgan federate --store stores/fundus --clients 3 --rounds 2 --out runs/fed3 --init runs/ct/checkpoints/latest
+        fedgan federate --store stores/fundus --clients 10 --rounds 10 --model ddpm --conditional --out runs/ddpm10
         fedgan federate --store stores/fundus --clients 5 --rounds 2 --out runs/fed5-secure --secagg
         fedgan federate --resume runs/fed5 --rounds 4
         """,
@@ -126,7 +127,7 @@ def add_parser(sub: Any) -> None:
             FEDERATION.secagg_clip,
         ),
     )
-    add_gan_options(federate, epochs_help=with_default("local epochs per round", FEDERATION.local_epochs))
+    add_model_options(federate, epochs_help=with_default("local epochs per round", FEDERATION.local_epochs))
     add_common(federate)
     federate.set_defaults(handler=run)
 
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         if not args.store or not args.out or not args.clients:
             raise FedGANError("fedgan federate needs --store, --out and --clients (or --resume RUN)")
-        model, train = gan_configs(args, epochs=FEDERATION.local_epochs)
+        model, train = model_configs(args, epochs=FEDERATION.local_epochs)
         run = federate(
             args.store,
             args.out,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import add_common, command
+from fedgan.commands.common import add_common, add_model_check, check_model, command
 
 
 def add_parser(sub: Any) -> None:
@@ -33,11 +33,13 @@ def add_parser(sub: Any) -> None:
         "--grade-mix", help="relative frequency of grades 0-4 for a conditional generator (default: balanced)"
     )
     sample.add_argument("--overwrite", action="store_true", help="replace an existing non-empty folder")
+    add_model_check(sample)
     add_common(sample)
     sample.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    check_model(args.run, args.model)
     from fedgan.data.sources.synth_sets import parse_grade_mix
     from fedgan.synthetic import write_synthetic_set
 

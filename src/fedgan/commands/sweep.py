@@ -9,11 +9,11 @@ from typing import Any
 from fedgan.commands.common import (
     add_algorithm_options,
     add_common,
-    add_gan_options,
+    add_model_options,
     add_partition_options,
     algorithm_config,
     command,
-    gan_configs,
+    model_configs,
     with_default,
 )
 from fedgan.config import ALGORITHMS, FEDERATION, PAPER_SIZES, SWEEP_ROUNDS
@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
         fedgan sweep --store stores/fundus --clients 3,5,7,10 --rounds 5 --out runs/sweep --conditional
         fedgan sweep --store stores/fundus --clients 3,10 --rounds 2 --out runs/sw-ct --init runs/ct/checkpoints/latest
         fedgan sweep --store stores/fundus --clients 3,10 --rounds 8 --epochs 3 --algorithms fedavg,mdgan --out runs/sw
+        fedgan sweep --store stores/fundus --clients 10 --rounds 5 --model gan,ddpm --conditional --out runs/sw-models
         """,
     )
     sweep.add_argument("--store", type=Path, required=True, help="prepared fundus store")
@@ -58,8 +59,9 @@ def add_parser(sub: Any) -> None:
         ),
     )
     add_algorithm_options(sweep)
-    add_gan_options(
+    add_model_options(
         sweep,
+        several=True,
         epochs_help=with_default("local epochs per round; the baseline trains rounds x this", FEDERATION.local_epochs),
     )
     add_common(sweep)
@@ -67,21 +69,23 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fedgan.sweep import SweepSettings, format_table, run_sweep
+    from fedgan.sweep import SweepSettings, SweptModel, format_table, run_sweep
 
     try:
         clients = tuple(int(c) for c in args.clients.split(","))
     except ValueError:
         raise FedGANError(f"--clients must be comma-separated integers, got {args.clients!r}") from None
-    model, train = gan_configs(args, epochs=FEDERATION.local_epochs)
+    models = tuple(
+        SweptModel(*model_configs(args, kind=kind.strip(), epochs=FEDERATION.local_epochs))
+        for kind in args.model.split(",")
+    )
     settings = SweepSettings(
         args.store,
         args.out,
         clients,
         args.partition,
         args.rounds,
-        model,
-        train,
+        models,
         args.conditional,
         args.init,
         args.count,

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedgan.commands.common import TRAIN, add_common, add_gan_options, command, gan_configs, quality_probe, with_default
+from fedgan.commands.common import (
+    TRAIN,
+    add_common,
+    add_model_options,
+    command,
+    model_configs,
+    quality_probe,
+    with_default,
+)
 from fedgan.errors import FedGANError
 
 
@@ -14,12 +22,14 @@ def add_parser(sub: Any) -> None:
     train = command(
         sub,
         "train",
-        "train the GAN centrally on one store (also CT pretraining)",
+        "train a GAN (or with --model ddpm a diffusion model) centrally on one store (also CT pretraining)",
         """
-        Train the DCGAN on a store's training split in one place: the centralised baseline,
-        and the pretraining phase on a CT store. Writes RUN/metrics.jsonl (per-step losses),
-        RUN/samples/epoch-NNNN.png (fixed noise) and RUN/checkpoints/ (both networks, both
-        optimisers, RNG states, configs), and resumes from the latest checkpoint with --resume.
+        Train the DCGAN (--model gan, the default) or a denoising diffusion model (--model
+        ddpm: a small grade-conditional UNet, sampled by DDIM) on a store's training split in
+        one place: the centralised baseline, and the pretraining phase on a CT store. Writes
+        RUN/metrics.jsonl (per-step losses), RUN/samples/epoch-NNNN.png (fixed noise) and
+        RUN/checkpoints/ (networks, optimisers, RNG states, configs), and resumes from the
+        latest checkpoint with --resume.
         Resolution and channels come from the store. Settings: defaults, then --config FILE
         ([model] and [train] tables), then flags.
         """,
@@ -28,6 +38,7 @@ def add_parser(sub: Any) -> None:
         fedgan train --store stores/fundus --out runs/fundus --init runs/ct-pretrain/checkpoints/latest
         fedgan train --store stores/fundus --out runs/cond --conditional --batch-size 16 --device cuda
         fedgan train --resume runs/fundus --epochs 10
+        fedgan train --store stores/fundus --out runs/ddpm --model ddpm --conditional --epochs 40
         """,
     )
     train.add_argument("--store", type=Path, help="prepared store to train on")
@@ -36,7 +47,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument(
         "--init", type=Path, metavar="CKPT", help="start from a pretrained checkpoint's weights (transfer learning)"
     )
-    add_gan_options(train, epochs_help=with_default("epochs in total", TRAIN.epochs))
+    add_model_options(train, epochs_help=with_default("epochs in total", TRAIN.epochs))
     add_common(train)
     train.set_defaults(handler=run)
 
@@ -60,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         if not args.store or not args.out:
             raise FedGANError("fedgan train needs --store and --out (or --resume RUN)")
-        model, train = gan_configs(args)
+        model, train = model_configs(args)
         state = train_centralised(
             args.store,
             args.out,

@@ -115,7 +115,9 @@ def evaluate_run(
     reference: Path | None = None,
     seed: int = 0,
     inception_weights: Path | None = None,
+    draws: int = DRAWS,
 ) -> dict[str, Any]:
+    """`draws` generated sets give the intervals; fewer are cheaper where sampling is slow (a DDPM on a CPU)."""
     state = load_trained(run)
     store = Store(real_store)
     inception = load_inception(inception_weights) if inception_weights else None  # fail before any work
@@ -132,7 +134,7 @@ def evaluate_run(
     images, labels = generated_set(state, count or len(real_images), grade_frequencies, seed)
     generated = [
         images,
-        *(generated_set(state, len(images), grade_frequencies, seed + draw)[0] for draw in range(1, DRAWS)),
+        *(generated_set(state, len(images), grade_frequencies, seed + draw)[0] for draw in range(1, draws)),
     ]
     real_features = evaluator.embed(real_images)
     fake_features = [evaluator.embed(draw) for draw in generated]
@@ -149,7 +151,7 @@ def evaluate_run(
         FIDELITY_GRADER: over_draws(
             fidelity, evaluator.embed(real_images, "grader"), [evaluator.embed(d, "grader") for d in generated]
         ),
-        "intervals": {"draws": DRAWS},
+        "intervals": {"draws": draws},
         UTILITY: {
             REAL_TRAINED: baseline[REAL_TRAINED],
             "evaluator": baseline["evaluator"],

@@ -13,6 +13,9 @@ accusations must be rare), each with a 95 % bootstrap interval.
 - LOGAN, white-box (Hayes et al. 2019): the score is the released discriminator's output on the
   image. FedAvg sends the global discriminator to every hospital each round, so any hospital can
   run it against the others' patients.
+- For a DDPM, which has no discriminator, the white-box attack is its own loss (Matsumoto et al.
+  2023; Carlini et al. 2023): an image's score is minus the denoiser's error on it at a few low
+  noise levels, with fixed noise. FedAvg ships the UNet to every hospital, so the threat is the same.
 - Memorisation: the distance of each generated image to its closest training image (DCR) against
   the same for held-out real images; generated images much closer than held-out ones are copies.
   The closest pairs are kept for the report.
@@ -34,11 +37,23 @@ from fedgan.atomic import write_bytes_atomic, write_text_atomic
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.evaluation.evaluate import generated_set
+from fedgan.models.ddpm import Denoiser
 from fedgan.runfolder import RunFolder
 from fedgan.training.loop import GANState
 from fedgan.training.trained import TrainedModel, load_trained
 
+#: the white-box attack on a DDPM: noise levels (as fractions of its timesteps) at which its error is measured; low
+#: levels, where a denoiser that memorised an image reconstructs it best (Matsumoto et al. 2023 found t ~ 100 of 1000)
+ATTACK_LEVELS = (0.05, 0.1, 0.2)
+
 FPR = 0.01
+LOGAN, DENOISING = "logan", "denoising_loss"  # the white-box attack's key in privacy.json: a GAN's, a DDPM's
+#: each attack's key in privacy.json and its title
+ATTACKS = {
+    "gan_leaks": "GAN-Leaks, black-box (generated samples)",
+    LOGAN: "LOGAN, white-box (shipped discriminator)",
+    DENOISING: "denoising loss, white-box (shipped UNet)",
+}
 PAIRS_FILE = "privacy-pairs.npz"  # the closest generated/training pairs, for the report
 
 
@@ -108,6 +123,38 @@ def discriminator_scores(state: GANState | TrainedModel, images: np.ndarray, lab
         ).numpy()
 
 
+def denoising_scores(denoiser: Denoiser, images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Minus each image's mean denoising error over `ATTACK_LEVELS`, with noise fixed by `seed`."""
+    config = denoiser.config
+    rng = torch.Generator().manual_seed(seed)
+    scores = []
+    with torch.no_grad():
+        for i in range(0, len(images), 256):
+            batch = torch.from_numpy(images[i : i + 256])
+            grades = torch.from_numpy(labels[i : i + 256]).long() if config.conditional else None
+            error = torch.zeros(len(batch))
+            for level in ATTACK_LEVELS:
+                steps = torch.full((len(batch),), int(level * config.timesteps), dtype=torch.long)
+                error += denoiser.errors(batch, grades, steps, torch.randn(batch.shape, generator=rng))
+            scores.append(-error / len(ATTACK_LEVELS))
+    return torch.cat(scores).numpy()
+
+
+def white_box(
+    state: TrainedModel,
+    run: Path,
+    members: tuple[np.ndarray, np.ndarray],
+    others: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> tuple[str, dict[str, Any]]:
+    """The white-box attack on what FedAvg ships: LOGAN on a GAN's discriminator, the loss attack on a DDPM."""
+    if isinstance(state.sampler, Denoiser):
+        scores = [denoising_scores(state.sampler, images, labels, seed) for images, labels in (members, others)]
+        return DENOISING, attack_result(*scores, seed=seed)
+    state.judge(run, "the white-box attack (LOGAN)")
+    return LOGAN, attack_result(*(discriminator_scores(state, *split) for split in (members, others)), seed=seed)
+
+
 def load_split(spec: Path) -> tuple[np.ndarray, np.ndarray]:
     """`STORE` (its train split) or `STORE:heldout`."""
     text = str(spec)
@@ -127,7 +174,8 @@ def audit(
 ) -> dict[str, Any]:
     """Run every attack on RUN's latest checkpoint; write RUN/eval/privacy.json (and the closest pairs)."""
     state = load_trained(run)
-    state.judge(run, "the white-box attack (LOGAN)")
+    if not isinstance(state.sampler, Denoiser):
+        state.judge(run, "the white-box attack (LOGAN)")  # before any work: a release has no discriminator
     member_images, member_labels = load_split(members)
     other_images, other_labels = load_split(non_members)
     if min(len(member_images), len(other_images)) < 5:
@@ -162,12 +210,9 @@ def audit(
         "generated": samples,
         "seed": seed,
         "gan_leaks": {**attack_result(-member_distance, -other_distance, seed=seed), "calibration": calibration},
-        "logan": attack_result(
-            discriminator_scores(state, member_images, member_labels),
-            discriminator_scores(state, other_images, other_labels),
-            seed=seed,
-        ),
     }
+    attack, outcome = white_box(state, run, (member_images, member_labels), (other_images, other_labels), seed)
+    result[attack] = outcome
     copy_distance, copy_index = nearest(generated, member_images)
     heldout_distance, _ = nearest(other_images, member_images)
     result["memorisation"] = {

@@ -20,7 +20,7 @@ from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set
 from fedgan.evaluation.evaluator import HEADLINE, SPACES, Evaluator, load_evaluator
 from fedgan.evaluation.fidelity import fd, kid
-from fedgan.training.loop import GANState
+from fedgan.training.loop import Sampling
 
 
 def probe_keys(space: str) -> tuple[str, str]:
@@ -45,7 +45,7 @@ class QualityProbe:
         frequencies = frequencies / frequencies.sum() if frequencies.sum() else np.full(NUM_GRADES, 1 / NUM_GRADES)
         return cls(evaluator, {space: evaluator.embed(images, space) for space in SPACES}, frequencies, count, seed)
 
-    def __call__(self, state: GANState) -> dict[str, float]:
+    def __call__(self, state: Sampling) -> dict[str, float]:
         images, _ = generated_set(
             state, self.count, self.grade_frequencies if state.model_config.conditional else None, self.seed
         )

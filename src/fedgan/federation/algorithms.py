@@ -36,7 +36,7 @@ from fedgan.federation.failures import RoundFailed, short_reason
 from fedgan.federation.nodes import connected_nodes
 from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
 from fedgan.federation.weights import global_weights
-from fedgan.training.loop import GANState
+from fedgan.training.loop import TrainingState
 
 if TYPE_CHECKING:
     from fedgan.federation.recorder import RoundRecorder
@@ -49,13 +49,9 @@ SERVER_LR = {"fedavgm": 1.0, "fedadam": 3e-3, "fedyogi": 3e-3}
 TAU = 1e-5
 
 
-def averaged_only(state: GANState) -> frozenset[str]:
+def averaged_only(state: TrainingState) -> frozenset[str]:
     """The global-weight keys that always take the plain weighted mean (see the module docstring)."""
-    parameters = {
-        f"{name}.{key}"
-        for name, module in (("generator", state.generator), ("discriminator", state.discriminator))
-        for key, _ in module.named_parameters()
-    }
+    parameters = {f"{name}.{key}" for name, module in state.networks().items() for key, _ in module.named_parameters()}
     return frozenset(k for k in global_weights(state) if k not in parameters)
 
 
@@ -197,7 +193,7 @@ FLOWER_STRATEGIES: dict[str, type[FedAvg]] = {
 ROBUST: dict[str, type[FedAvg]] = {"mean": FedAvg, "median": FedMedian, "trimmed-mean": FedTrimmedAvg, "krum": Krum}
 
 
-def make_strategy(settings: FederationSettings, recorder: RoundRecorder, state: GANState) -> FedAvg:
+def make_strategy(settings: FederationSettings, recorder: RoundRecorder, state: TrainingState) -> FedAvg:
     """Flower's strategy for `settings.algorithm`, with our recording mixin."""
     algorithm = settings.algorithm
     base = ROBUST[algorithm.aggregation] if algorithm.name == "fedavg" else FLOWER_STRATEGIES[algorithm.name]
@@ -240,9 +236,19 @@ def check_disclosure(disclose: Iterable[str]) -> None:
 
 
 def check_algorithm(
-    algorithm: AlgorithmConfig, secagg: bool, client_dp: bool, train_config: TrainConfig, fraction: float
+    algorithm: AlgorithmConfig,
+    secagg: bool,
+    client_dp: bool,
+    train_config: TrainConfig,
+    fraction: float,
+    model: str = "gan",
 ) -> None:
-    """Refuse, before any engine starts, the combinations an algorithm cannot run."""
+    """Refuse, before any engine starts, the combinations an algorithm cannot run (`model`: the kind trained)."""
+    if model == "ddpm" and algorithm.name == "mdgan":
+        raise FedGANError(
+            "mdgan splits a GAN between a server generator and hospital discriminators; a DDPM has no "
+            "discriminator: use a weight average (--algorithm fedavg, fedavgm, fedadam, fedyogi or fedprox)"
+        )
     if secagg and algorithm.name not in ("fedavg", "fedprox"):
         raise FedGANError(
             "--secagg runs with --algorithm fedavg or fedprox only: SecAgg+ gives the server the sum of the updates, "

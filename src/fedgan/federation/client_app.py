@@ -28,16 +28,19 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
+from torch import nn
 
-from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
+from fedgan.config import NUM_GRADES, DiffusionConfig, TrainConfig, model_from_record
 from fedgan.federation import keys, split_client, wire
 from fedgan.federation.local_data import local_data
 from fedgan.federation.secure import clipped_update
 from fedgan.federation.weights import global_weights, load_global_weights
-from fedgan.models.dcgan import Discriminator, Generator, build_models
+from fedgan.models.dcgan import build_models
+from fedgan.models.ddpm import Denoiser
 from fedgan.training.augment import augment_generator
 from fedgan.training.device import resolve_device
-from fedgan.training.loop import GANState, make_ema, make_optimisers, noise_generator, train_epoch
+from fedgan.training.diffusion import state_around
+from fedgan.training.loop import GANState, TrainingState, make_ema, make_optimisers, noise_generator, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.proximal import add_proximal_term
 from fedgan.training.run import private_steps_per_epoch
@@ -48,19 +51,25 @@ app.query(split_client.GRADES)(split_client.grades)
 
 
 @functools.lru_cache(maxsize=2)
-def networks(model_config_json: str, device: str) -> tuple[Generator, Discriminator]:
+def networks(model_record_json: str, device: str) -> tuple[nn.Module, ...]:
     """Built once per process: every round overwrites all their float state with the global model,
     so rebuilding (and re-initialising 25 M parameters) each round would be wasted time."""
-    generator, discriminator = build_models(GANConfig(**json.loads(model_config_json)))
-    return generator.to(device), discriminator.to(device)
+    model_config = model_from_record(json.loads(model_record_json))
+    if isinstance(model_config, DiffusionConfig):
+        return (Denoiser(model_config).to(device),)
+    return tuple(network.to(device) for network in build_models(model_config))
 
 
-def local_state(config: Mapping[str, Any], seed: int) -> GANState:
+def local_state(config: Mapping[str, Any], seed: int) -> TrainingState:
     """This process's networks with fresh optimisers (fresh Adam each round, as the paper), a
     moving average and the round's own noise and augmentation streams; weights still unset."""
-    model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
+    model_config = model_from_record(json.loads(str(config[keys.MODEL_CONFIG])))
     train_config = dataclasses.replace(TrainConfig(**json.loads(str(config[keys.TRAIN_CONFIG]))), seed=seed)
-    generator, discriminator = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
+    built = networks(str(config[keys.MODEL_CONFIG]), str(resolve_device("auto")))
+    if isinstance(model_config, DiffusionConfig):
+        (denoiser,) = built
+        return state_around(denoiser, model_config, train_config)
+    generator, discriminator = built
     opt_generator, opt_discriminator = make_optimisers(generator, discriminator, train_config)
     return GANState(
         model_config,
@@ -91,7 +100,7 @@ def train_locally(
     state = local_state(config, local.seed)
     load_global_weights(state, start)
     if float(config.get(keys.PROXIMAL_MU, 0.0)) > 0:  # fedprox: the optimisers are this round's, so are the hooks
-        for optimiser in (state.opt_generator, state.opt_discriminator):
+        for optimiser in state.optimisers().values():
             add_proximal_term(optimiser, float(config[keys.PROXIMAL_MU]))
     per_round = train_config.epochs * private_steps_per_epoch(train_config, data.count)
     if state.generator_ema is not None:  # the average's warm-up continues across rounds instead of restarting

@@ -12,7 +12,8 @@ settings come from the run config (`[tool.flwr.app.config]` in pyproject.toml, o
   weight: "losses", "grades", both comma-separated, or ""), init (a checkpoint to start from),
   secagg, secagg-clip (its weight range is the registry's largest count);
 - `algorithm.*`: any `AlgorithmConfig` field (name: fedavg, fedavgm, fedadam, fedyogi, fedprox, mdgan);
-- `model.*`: any `GANConfig` field (resolution must match the hospitals' stores);
+- `model.*`: kind ("gan" or "ddpm") and any field of that kind's config, `GANConfig` or
+  `DiffusionConfig` (resolution must match the hospitals' stores);
 - `train.*`: any `TrainConfig` field (`epochs` = local epochs per round).
 
 The run folder is the one `fedgan federate` writes. If run-dir already holds a run, the
@@ -30,7 +31,7 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgan.config import AlgorithmConfig, GANConfig, TrainConfig, from_dict, to_dict
+from fedgan.config import AlgorithmConfig, TrainConfig, from_dict, model_from_record, model_table, to_dict
 from fedgan.errors import FedGANError
 from fedgan.federation.algorithms import check_algorithm, check_disclosure
 from fedgan.federation.registry import read_registry
@@ -39,7 +40,7 @@ from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.weights import global_weights
 from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
-from fedgan.training.loop import new_state
+from fedgan.training.states import new_model_state
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def deployment_settings(
     config = sections(run_config)
     fed = config["federation"]
     run = Path(str(fed["run-dir"])).resolve()
-    model_config = from_dict(GANConfig, config["model"])
+    model_config = model_from_record(config["model"])
     train_config = from_dict(TrainConfig, config["train"])
     if not fed.get("registry"):
         raise FedGANError(
@@ -80,7 +81,7 @@ def deployment_settings(
     algorithm = from_dict(AlgorithmConfig, config["algorithm"])
     disclose = tuple(d for d in str(fed["disclose"]).split(",") if d)
     check_disclosure(disclose)
-    check_algorithm(algorithm, secagg is not None, False, train_config, float(fed["fraction"]))
+    check_algorithm(algorithm, secagg is not None, False, train_config, float(fed["fraction"]), model_config.kind)
     start_round, resumed = 0, {}
     folder = RunFolder(run)
     if folder.has_run():
@@ -89,7 +90,7 @@ def deployment_settings(
         model_config, start_round, resumed = state.model_config, int(data["extra"]["round"]), data["extra"]
         log.info("%s holds a run: resuming after round %d", run, start_round)
     else:
-        state = new_state(model_config, train_config, torch.device("cpu"))
+        state = new_model_state(model_config, train_config, torch.device("cpu"))
         if fed["init"]:
             init_from_checkpoint(state, Path(str(fed["init"])), train_config)
         folder.create(
@@ -98,7 +99,7 @@ def deployment_settings(
             config={
                 "federation": {**fed, "partition": OWN_STORES},
                 "algorithm": to_dict(algorithm),
-                "model": to_dict(model_config),
+                "model": model_table(model_config),
                 "train": to_dict(train_config),
             },
         )

@@ -21,8 +21,8 @@ from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, RunFolder, append_l
 from fedgan.training.board import Board
 from fedgan.training.checkpoint import BEST, prune_checkpoints, save_checkpoint
 from fedgan.training.grids import save_fixed_grid
-from fedgan.training.loop import new_state
 from fedgan.training.privacy import History, epsilon
+from fedgan.training.states import new_model_state
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class RoundRecorder:
         self.privacy: dict[str, History] = read_ledger(settings.run)  # per hospital, across rounds and attempts
         self.lines: list[dict[str, Any]] = []  # the round's per-hospital lines, written once it is committed
         self.round_started = time.perf_counter()
-        self.state = new_state(settings.model_config, settings.train_config, torch.device("cpu"))
+        self.state = new_model_state(settings.model_config, settings.train_config, torch.device("cpu"))
         self.pending: dict[str, Any] = {}
         self.probe = None  # quality every round, in simulation (the coordinator of a deployment holds no images)
         if settings.store is not None and settings.train_config.eval_every:

@@ -14,7 +14,7 @@ from pathlib import Path
 from flwr.app import ConfigRecord
 from flwr.server.workflow import SecAggPlusWorkflow
 
-from fedgan.config import FEDERATION, AlgorithmConfig, GANConfig, TrainConfig
+from fedgan.config import FEDERATION, AlgorithmConfig, ModelConfig, TrainConfig, model_record
 from fedgan.federation import keys
 
 
@@ -66,7 +66,7 @@ class FederationSettings:
     clients: int
     partition: str
     rounds: int  # total rounds of the run
-    model_config: GANConfig
+    model_config: ModelConfig
     train_config: TrainConfig  # `epochs` = local epochs per round
     alpha: float = FEDERATION.alpha
     fraction: float = FEDERATION.fraction  # share of hospitals sampled each round
@@ -99,7 +99,7 @@ class FederationSettings:
                 keys.NUM_CLIENTS: self.clients,
                 keys.ALPHA: self.alpha,
                 keys.WEIGHTING: self.weighting,
-                keys.MODEL_CONFIG: json.dumps(dataclasses.asdict(self.model_config)),
+                keys.MODEL_CONFIG: json.dumps(model_record(self.model_config)),
                 keys.TRAIN_CONFIG: json.dumps(dataclasses.asdict(self.train_config)),
                 keys.ROUNDS: self.rounds,
                 keys.DISCLOSE: ",".join(self.disclosed()),

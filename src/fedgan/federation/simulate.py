@@ -16,7 +16,16 @@ from typing import Any
 
 import torch
 
-from fedgan.config import FEDERATION, AlgorithmConfig, GANConfig, TrainConfig, from_dict, to_dict
+from fedgan.config import (
+    FEDERATION,
+    AlgorithmConfig,
+    GANConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    model_table,
+    to_dict,
+)
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
@@ -28,9 +37,9 @@ from fedgan.federation.weights import global_weights
 from fedgan.parallel import default_workers
 from fedgan.runfolder import RunFolder
 from fedgan.training.checkpoint import init_from_checkpoint, read_checkpoint, restore_state
-from fedgan.training.loop import new_state
 from fedgan.training.privacy import check_private_model
 from fedgan.training.run import model_config_for
+from fedgan.training.states import new_model_state
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +139,7 @@ def federate(
     clients: int,
     partition_kind: str = FEDERATION.partition,
     rounds: int = FEDERATION.rounds,
-    model_config: GANConfig = GANConfig(),
+    model_config: ModelConfig = GANConfig(),
     train_config: TrainConfig = TrainConfig(epochs=FEDERATION.local_epochs),
     conditional: bool = False,
     init: Path | None = None,
@@ -178,7 +187,7 @@ def federate(
             "need 0 < --fraction <= 1, --rounds >= 1, 1 <= --min-successful <= --clients, --round-timeout > 0 and "
             "--client-cpus >= 0"
         )
-    check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction)
+    check_algorithm(algorithm, secagg is not None, client_dp is not None, train_config, fraction, model_config.kind)
     check_disclosure(disclose)
     store = Store(store_path)
     config = model_config_for(store, model_config, conditional)
@@ -202,7 +211,7 @@ def federate(
         disclose=disclose,
     )
     settings = with_partition_sizes(store, settings, secagg)
-    state = new_state(config, train_config, torch.device("cpu"))
+    state = new_model_state(config, train_config, torch.device("cpu"))
     if init is not None:
         init_from_checkpoint(state, init, train_config)
     folder.create(
@@ -225,7 +234,7 @@ def federate(
             **({"secagg": to_dict(settings.secagg)} if settings.secagg else {}),
             **({"client-dp": to_dict(client_dp)} if client_dp else {}),
             "algorithm": to_dict(algorithm),
-            "model": to_dict(config),
+            "model": model_table(config),
             "train": to_dict(train_config),
         },
     )

@@ -24,7 +24,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 
 from fedgan.atomic import write_bytes_atomic
-from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
+from fedgan.config import NUM_GRADES, GANConfig, TrainConfig, model_from_record
 from fedgan.federation import keys
 from fedgan.federation.local_data import local_data
 from fedgan.models.dcgan import Discriminator
@@ -134,7 +134,8 @@ def held_images(
 def judge_for(
     config: Mapping[str, Any], context: Context, train_config: TrainConfig, starting: Mapping[str, torch.Tensor]
 ) -> tuple[Judge, Path, int]:
-    model_config = GANConfig(**json.loads(str(config[keys.MODEL_CONFIG])))
+    model_config = model_from_record(json.loads(str(config[keys.MODEL_CONFIG])))
+    assert isinstance(model_config, GANConfig), "mdgan runs a GAN (simulate.federate refuses a DDPM)"
     images, labels, partition_id = held_images(config, context, train_config)
     folder = state_folder(config, context, partition_id)
     round_number, exchange = int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE])

@@ -18,18 +18,18 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from fedgan.training.loop import GANState
+from fedgan.training.loop import TrainingState
 
 
-def networks(state: GANState) -> dict[str, nn.Module]:
+def networks(state: TrainingState) -> dict[str, nn.Module]:
     """The modules whose weights the federation averages, by key prefix, in a fixed order."""
-    modules: dict[str, nn.Module] = {"generator": state.generator, "discriminator": state.discriminator}
+    modules = dict(state.networks())
     if state.generator_ema is not None:
         modules["generator_ema"] = state.generator_ema.module
     return modules
 
 
-def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
+def global_weights(state: TrainingState) -> OrderedDict[str, torch.Tensor]:
     """The float tensors of every network in a fixed order (the order SecAgg+'s lists travel in)."""
     flat: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, module in networks(state).items():
@@ -39,7 +39,7 @@ def global_weights(state: GANState) -> OrderedDict[str, torch.Tensor]:
     return flat
 
 
-def load_global_weights(state: GANState, flat: dict[str, torch.Tensor]) -> None:
+def load_global_weights(state: TrainingState, flat: dict[str, torch.Tensor]) -> None:
     """Load averaged weights into every network; every float entry must be present."""
     for name, module in networks(state).items():
         current = module.state_dict()

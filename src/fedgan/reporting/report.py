@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedgan.atomic import write_text_atomic  # noqa: E402
-from fedgan.evaluation.privacy import PAIRS_FILE  # noqa: E402
+from fedgan.evaluation.privacy import ATTACKS, PAIRS_FILE  # noqa: E402
 from fedgan.evaluation.results import (  # noqa: E402
     FID,
     FIDELITY,
@@ -99,16 +99,19 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
-    """Loss curves and a caption: per round (aggregate and each hospital) or per epoch."""
+def loss_figure(lines: list[dict[str, Any]], diffusion: bool = False) -> tuple[str, str]:
+    """Loss curves and a caption: per round (aggregate and each hospital) or per epoch. A GAN has
+    two losses; a DDPM one, its denoising loss (kept as its `g_loss`, see `loop.StepStats`)."""
     aggregates = [r for r in lines if r.get(AGGREGATE)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
+    panels = [("g_loss", "denoising")] if diffusion else [("d_loss", "discriminator"), ("g_loss", "generator")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), sharex=True, squeeze=False)
+    axes = axes[0]
     if aggregates:
         clients: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in lines:
             if "client" in r:
                 clients[r["client"]].append(r)
-        for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
+        for ax, (key, name) in zip(axes, panels, strict=True):
             for client, rows in sorted(clients.items()):
                 ax.plot(
                     [r["round"] for r in rows],
@@ -127,7 +130,7 @@ def loss_figure(lines: list[dict[str, Any]]) -> tuple[str, str]:
         epochs: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in lines:
             epochs[r["epoch"]].append(r)
-        for ax, key, name in ((axes[0], "d_loss", "discriminator"), (axes[1], "g_loss", "generator")):
+        for ax, (key, name) in zip(axes, panels, strict=True):
             ax.plot([r["step"] for r in lines], [r[key] for r in lines], lw=0.6, alpha=0.4, label="step")
             ax.plot(
                 [rows[-1]["step"] for rows in epochs.values()],
@@ -375,10 +378,9 @@ def privacy_section(run: Path) -> str:
         return f'<p class="muted">Not audited yet: <code>{command}</code>.</p>'
     result = json.loads(path.read_text())
     rows = []
-    for name, title in (
-        ("gan_leaks", "GAN-Leaks, black-box (generated samples)"),
-        ("logan", "LOGAN, white-box (shipped discriminator)"),
-    ):
+    for name, title in ATTACKS.items():
+        if name not in result:  # one white-box attack per kind of model
+            continue
         auc, tpr = result[name]["auc"], result[name]["tpr_at_1pct_fpr"]
         rows.append(
             [
@@ -437,15 +439,17 @@ def build_report(run: Path) -> Path:
     folder = RunFolder(Path(run))
     record, lines = folder.record(), folder.lines()
     run = folder.path
+    config = record.get("config", {})
+    model = config.get("model", {}).get("kind", "gan")  # runs from before the DDPM are GANs
     kind = "federated" if is_federated(lines) else "centralised"
     if kind == "federated":  # runs from before algorithms were recorded are FedAvg
-        config = record.get("config", {})
         hospitals = config.get("federation", {}).get("clients", config.get("federation", {}).get("hospitals", "?"))
         kind += f" ({config.get('algorithm', {}).get('name', 'fedavg')}, {hospitals} hospitals)"
     meta = record.get("run", {})
     parts = [
         f"<h1>FedGAN run: {html.escape(run.name)}</h1>",
-        f'<p class="muted">{kind}; created {html.escape(str(meta.get("created", "?")))}; seed {meta.get("seed", "?")}; '
+        f'<p class="muted">{model.upper()}, {kind}; created {html.escape(str(meta.get("created", "?")))}; '
+        f"seed {meta.get('seed', '?')}; "
         f"command <code>{html.escape(str(meta.get('command', '')))}</code></p>",
         "<h2>Metrics</h2>",
         metrics_section(run),
@@ -460,7 +464,7 @@ def build_report(run: Path) -> Path:
             f'<p class="muted">{quality[1]}</p>',
         ]
     if lines:
-        figure, caption = loss_figure(lines)
+        figure, caption = loss_figure(lines, diffusion=model == "ddpm")
         parts += ["<h2>Losses</h2>", img(figure, "loss curves"), f'<p class="muted">{caption}</p>']
     parts += [
         "<h2>Samples</h2>",

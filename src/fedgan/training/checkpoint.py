@@ -1,10 +1,10 @@
 """Checkpoints: everything needed to resume a run exactly, or to start another from its weights.
 
-A checkpoint holds both networks, the generator's moving average, both optimisers, the
-epoch/step counters, the RNG states (noise, augmentation, torch), the resolved model and
-training configs and the package version. It is written to a temporary
-name and renamed, and `checkpoints/latest` (a symlink) is switched atomically afterwards, so an
-interrupted save never leaves a half-written "latest".
+A checkpoint holds the networks (a GAN's two, a DDPM's denoiser), the moving average of what
+generates images, the optimisers, the epoch/step counters, the RNG states (noise, augmentation,
+torch), the resolved model config with its kind, the training config and the package version.
+It is written to a temporary name and renamed, and `checkpoints/latest` (a symlink) is switched
+atomically afterwards, so an interrupted save never leaves a half-written "latest".
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import torch
 
 from fedgan import __version__
 from fedgan.atomic import sync_folder, write_bytes_atomic
-from fedgan.config import GANConfig, TrainConfig
+from fedgan.config import TrainConfig, model_from_record, model_record
 from fedgan.errors import FedGANError
 from fedgan.runfolder import LATEST, RunFolder
-from fedgan.training.loop import GANState, make_ema, make_optimisers, new_state
+from fedgan.training.loop import TrainingState
+from fedgan.training.states import new_model_state
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,15 @@ FORMAT_VERSION = 2  # 2: EMA generator, augmentation RNG, spectral norm and upsa
 BEST = "best"  # the checkpoint with the lowest in-training KID so far
 
 
-def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def state_dict(state: TrainingState, train_config: TrainConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fedgan_version": __version__,
-        "model_config": dataclasses.asdict(state.model_config),
+        "model_config": model_record(state.model_config),
         "train_config": dataclasses.asdict(train_config),
-        "generator": state.generator.state_dict(),
-        "discriminator": state.discriminator.state_dict(),
-        "opt_generator": state.opt_generator.state_dict(),
-        "opt_discriminator": state.opt_discriminator.state_dict(),
+        **{name: network.state_dict() for name, network in state.networks().items()},
+        **{name: optimiser.state_dict() for name, optimiser in state.optimisers().items()},
         "generator_ema": state.generator_ema.state_dict() if state.generator_ema is not None else None,
         "epoch": state.epoch,
         "step": state.step,
@@ -61,7 +60,7 @@ def state_dict(state: GANState, train_config: TrainConfig, extra: dict[str, Any]
 
 
 def save_checkpoint(
-    state: GANState,
+    state: TrainingState,
     train_config: TrainConfig,
     folder: Path,
     name: str,
@@ -144,15 +143,15 @@ def read_checkpoint_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def restore_state(data: dict[str, Any], device: torch.device) -> tuple[GANState, TrainConfig]:
+def restore_state(data: dict[str, Any], device: torch.device) -> tuple[TrainingState, TrainConfig]:
     """Rebuild the exact training state (architecture from the checkpoint) to resume a run."""
-    model_config = GANConfig(**data["model_config"])
+    model_config = model_from_record(data["model_config"])
     train_config = TrainConfig(**data["train_config"])
-    state = new_state(model_config, train_config, device)
-    state.generator.load_state_dict(data["generator"])
-    state.discriminator.load_state_dict(data["discriminator"])
-    state.opt_generator.load_state_dict(data["opt_generator"])
-    state.opt_discriminator.load_state_dict(data["opt_discriminator"])
+    state = new_model_state(model_config, train_config, device)
+    for name, network in state.networks().items():
+        network.load_state_dict(data[name])
+    for name, optimiser in state.optimisers().items():
+        optimiser.load_state_dict(data[name])
     if state.generator_ema is not None:
         state.generator_ema.load_state_dict(data["generator_ema"])
     state.epoch, state.step = data["epoch"], data["step"]
@@ -164,7 +163,13 @@ def restore_state(data: dict[str, Any], device: torch.device) -> tuple[GANState,
     return state, train_config
 
 
-def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig) -> list[str]:
+#: per kind, the parameters a conditional model may lack in an unconditional source (its grade embeddings)
+GRADE_EMBEDDINGS = {"gan": "embed.", "ddpm": "unet.class_embedding."}
+#: config fields that do not shape the weights, so a source may differ in them
+NOT_SHAPING = {"num_classes", "sample_steps", "guidance", "label_dropout"}
+
+
+def init_from_checkpoint(state: TrainingState, path: Path, train_config: TrainConfig) -> list[str]:
     """Transfer learning: copy a pretrained checkpoint's weights into `state` (fresh optimisers).
 
     Every shared parameter must match in shape, or nothing is loaded and the error names the
@@ -173,25 +178,19 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
     has no grades); the modules they belong to are returned.
     """
     data = read_checkpoint(path)
-    source = GANConfig(**data["model_config"])
+    source = model_from_record(data["model_config"])
     target = state.model_config
-    for field in (
-        "resolution",
-        "channels",
-        "latent_dim",
-        "generator_width",
-        "discriminator_width",
-        "norm",
-        "spectral_norm",
-        "upsample",
-    ):
+    if source.kind != target.kind:
+        raise FedGANError(f"{path}: cannot initialise a {target.kind} from this checkpoint of a {source.kind}")
+    for field in (f.name for f in dataclasses.fields(target) if f.name not in NOT_SHAPING):
         if getattr(source, field) != getattr(target, field):
             raise FedGANError(
                 f"{path}: cannot initialise from this checkpoint: its {field.replace('_', '-')} is "
                 f"{getattr(source, field)!r}, this run needs {getattr(target, field)!r}"
             )
+    embedding = GRADE_EMBEDDINGS[target.kind]
     fresh: list[str] = []
-    for name, module in (("generator", state.generator), ("discriminator", state.discriminator)):
+    for name, module in state.networks().items():
         theirs, ours = data[name], module.state_dict()
         for key, value in ours.items():
             if key in theirs and theirs[key].shape != value.shape:
@@ -199,17 +198,17 @@ def init_from_checkpoint(state: GANState, path: Path, train_config: TrainConfig)
                     f"{path}: {name}.{key} has shape {tuple(theirs[key].shape)}, this run needs {tuple(value.shape)}"
                 )
             if key not in theirs:
-                if not key.startswith("embed."):
+                if not key.startswith(embedding):
                     raise FedGANError(f"{path}: {name}.{key} is missing from the checkpoint")
-                if f"{name}.embed" not in fresh:  # one entry per module (spectral norm gives it several tensors)
-                    fresh.append(f"{name}.embed")
-        unexpected = [k for k in theirs if k not in ours and not k.startswith("embed.")]
+                module_name = f"{name}.{embedding.rstrip('.')}"
+                if module_name not in fresh:  # one entry per module (spectral norm gives it several tensors)
+                    fresh.append(module_name)
+        unexpected = [k for k in theirs if k not in ours and not k.startswith(embedding)]
         if unexpected:
             raise FedGANError(f"{path}: {name} has parameters this model lacks: {', '.join(unexpected[:3])}")
-    for name, module in (("generator", state.generator), ("discriminator", state.discriminator)):
+    for name, module in state.networks().items():
         merged = module.state_dict()
         merged.update({k: v for k, v in data[name].items() if k in merged})
         module.load_state_dict(merged)
-    state.opt_generator, state.opt_discriminator = make_optimisers(state.generator, state.discriminator, train_config)
-    state.generator_ema = make_ema(state.generator, train_config)  # the average starts at the transferred weights
+    state.restart(train_config)  # fresh optimisers; the average starts at the transferred weights
     return fresh

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from fedgan.atomic import write_bytes_atomic
-from fedgan.training.loop import GANState, generate
+from fedgan.training.loop import Sampling, generate
 
 
-def save_fixed_grid(state: GANState, path: Path, count: int, seed: int) -> None:
+def save_fixed_grid(state: Sampling, path: Path, count: int, seed: int) -> None:
     """A grid from the run's fixed noise: the same z at every epoch or round, so grids of one run
     are directly comparable. A conditional model's grid has exactly one row per grade, labelled,
     with ceil(count / grades) images in each."""

@@ -5,9 +5,12 @@ the generator's moving average, counters, the noise and augmentation generators)
 checkpoint of it resumes bit for bit. Data order comes from (seed, epoch), noise and
 augmentation from generators stored in the state, never from global RNG.
 
-What one step does is set by the `TrainConfig` (see `fedgan.training.recipes` for the two
+What one GAN step does is set by the `TrainConfig` (see `fedgan.training.recipes` for the
 named recipes): the loss (hinge or the paper's BCE), DiffAugment of real and fake images in
 both updates, a lazy R1 penalty, and the EMA of the generator.
+
+`train_epoch` runs any `TrainingState`: a DDPM's (`fedgan.training.diffusion`) steps by its own
+`train_step` through the same epochs, batches and callbacks.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from fedgan.config import GANConfig, TrainConfig
+from fedgan.config import GANConfig, ModelConfig, TrainConfig
 from fedgan.models.dcgan import Discriminator, Generator, build_models
 from fedgan.training.augment import augment_generator, diff_augment, mirror, parse_policy
 from fedgan.training.data import EpochData
@@ -31,7 +35,7 @@ from fedgan.training.device import autocast
 
 
 class Privacy(Protocol):
-    """DP-SGD on a discriminator (`fedgan.training.privacy.PrivateDiscriminator`).
+    """DP-SGD on a discriminator, or a DDPM's denoiser (`fedgan.training.privacy.PrivateNetwork`).
 
     Its optimiser replaces the discriminator's and advances the accountant on every step, so a
     discriminator update is the same code with or without DP. What remains for the loop is to
@@ -72,6 +76,48 @@ class GANState:
         """The generator that makes published images: the moving average when there is one."""
         return self.generator_ema.module if self.generator_ema is not None else self.generator  # type: ignore[return-value]
 
+    def networks(self) -> dict[str, nn.Module]:
+        """The trained networks by the names checkpoints and federation messages give them."""
+        return {"generator": self.generator, "discriminator": self.discriminator}
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_generator": self.opt_generator, "opt_discriminator": self.opt_discriminator}
+
+    def restart(self, config: TrainConfig) -> None:
+        """Fresh optimisers and a moving average that starts at the current weights (transfer learning)."""
+        self.opt_generator, self.opt_discriminator = make_optimisers(self.generator, self.discriminator, config)
+        self.generator_ema = make_ema(self.generator, config)
+
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats:
+        return train_step(self, real, labels, config)
+
+
+class TrainingState(Protocol):
+    """What every training state offers (a GAN's `GANState`, a DDPM's `training.diffusion.DiffusionState`):
+    the local loop, checkpoints and the federation use only this."""
+
+    model_config: ModelConfig
+    noise: torch.Generator
+    augment: torch.Generator
+    epoch: int
+    step: int
+    private: Privacy | None
+    generator_ema: AveragedModel | None
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def sampler(self) -> nn.Module: ...
+
+    def networks(self) -> dict[str, nn.Module]: ...
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def restart(self, config: TrainConfig) -> None: ...
+
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig) -> StepStats: ...
+
 
 def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """`AveragedModel`'s averaging function: an EMA whose decay ramps up as min(decay, (1+n)/(10+n))
@@ -87,7 +133,7 @@ def ema_average(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch.Ten
     return average
 
 
-def make_ema(generator: Generator, config: TrainConfig) -> AveragedModel | None:
+def make_ema(generator: nn.Module, config: TrainConfig) -> AveragedModel | None:
     """A fresh moving average that starts at `generator`'s current weights (and buffers)."""
     if config.ema_decay <= 0:
         return None
@@ -129,6 +175,9 @@ def noise_generator(seed: int) -> torch.Generator:
 
 @dataclasses.dataclass(frozen=True)
 class StepStats:
+    """One step's losses. A DDPM has no discriminator: its denoising loss is its `g_loss` (the loss
+    of the network that makes the images) and its D fields are 0."""
+
     d_loss: float
     g_loss: float
     d_real: float  # mean D(x) on real images (probability)
@@ -271,11 +320,11 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     return StepStats.of(d_loss, g_loss, real_logits, fake_logits)
 
 
-OnStep = Callable[[GANState, StepStats, int], None]
+OnStep = Callable[[TrainingState, StepStats, int], None]
 
 
 def train_epoch(
-    state: GANState, data: EpochData, config: TrainConfig, on_step: OnStep | None = None
+    state: TrainingState, data: EpochData, config: TrainConfig, on_step: OnStep | None = None
 ) -> list[StepStats]:
     """One pass over `data` (`fedgan.training.data`: held in memory or streamed) in full batches.
 
@@ -285,12 +334,12 @@ def train_epoch(
     expected = (state.model_config.channels, state.model_config.resolution, state.model_config.resolution)
     if tuple(data.image_shape) != expected:
         raise ValueError(f"images are {tuple(data.image_shape)} but the model is built for {expected}")
-    state.generator.train()
-    state.discriminator.train()
+    for network in state.networks().values():
+        network.train()
     history = []
     for images, grades in data.batches(config.seed, state.epoch, config.batch_size):
         real = images.to(state.device, non_blocking=True)
-        stats = train_step(state, real, grades.to(state.device, non_blocking=True), config)
+        stats = state.train_step(real, grades.to(state.device, non_blocking=True), config)
         history.append(stats)
         if on_step is not None:
             on_step(state, stats, len(real))
@@ -301,10 +350,10 @@ def train_epoch(
 class Sampling(Protocol):
     """What `generate` needs: a training state, or a model loaded for use (`training.trained`)."""
 
-    model_config: GANConfig
+    model_config: ModelConfig
 
     @property
-    def sampler(self) -> Generator: ...
+    def sampler(self) -> nn.Module: ...
 
     @property
     def device(self) -> torch.device: ...

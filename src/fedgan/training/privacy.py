@@ -1,12 +1,14 @@
-"""Sample-level differential privacy (DP-SGD) for the discriminator, with Opacus.
+"""Sample-level differential privacy (DP-SGD) for the network that touches real images, with Opacus.
 
-Only the discriminator touches real images; the generator learns from the discriminator's
+In a GAN only the discriminator touches real images; the generator learns from the discriminator's
 verdicts alone, so it (and every image it makes) is post-processing of a DP discriminator and
-inherits its guarantee. Each discriminator update clips every sample's gradient to `dp_clip`
-and adds Gaussian noise of `dp_noise x dp_clip` (Opacus's `DPOptimizer`, which becomes the
-state's discriminator optimiser, so the loop has no DP branch); the RDP accountant, hooked on
-the optimiser's step as in Opacus's `PrivacyEngine`, turns the (noise, sampling rate, steps)
-history into ε at `dp_delta`.
+inherits its guarantee. A DDPM's denoiser is trained on real images directly, so DP-SGD runs on
+it, and its samples are post-processing of it; its UNet uses GroupNorm, which Opacus handles.
+
+Each private update clips every sample's gradient to `dp_clip` and adds Gaussian noise of
+`dp_noise x dp_clip` (Opacus's `DPOptimizer`, which becomes the state's optimiser of that
+network, so the loop has no DP branch); the RDP accountant, hooked on the optimiser's step as
+in Opacus's `PrivacyEngine`, turns the (noise, sampling rate, steps) history into ε at `dp_delta`.
 
 Details that matter:
 - a sample's gradient is the sum over its real image and the fake paired with it (one backward
@@ -32,16 +34,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from fedgan.config import GANConfig, TrainConfig
+from fedgan.config import DiffusionConfig, ModelConfig, TrainConfig
 from fedgan.errors import FedGANError
-from fedgan.models.dcgan import Discriminator
 
 if TYPE_CHECKING:
-    from fedgan.training.loop import GANState
+    from fedgan.training.diffusion import DiffusionState
+    from fedgan.training.loop import GANState, TrainingState
 
 History = list[tuple[float, float, int]]  # (noise multiplier, sampling rate, steps), the accountant's own form
 
@@ -75,12 +77,13 @@ def epsilon(history: History, delta: float) -> float:
         return float(accountant.get_epsilon(delta)) if history else 0.0
 
 
-class PrivateDiscriminator:
-    """Opacus around one discriminator and its optimiser for one training run (or one round)."""
+class PrivateNetwork:
+    """Opacus around one network (a GAN's discriminator, a DDPM's denoiser) and its optimiser for one
+    training run (or one round)."""
 
     def __init__(
         self,
-        discriminator: Discriminator,
+        network: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         config: TrainConfig,
         noise: float,
@@ -97,13 +100,13 @@ class PrivateDiscriminator:
         warnings.filterwarnings(
             "ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs"
         )
-        problems = ModuleValidator.validate(discriminator, strict=False)
+        problems = ModuleValidator.validate(network, strict=False)
         if problems:
             raise FedGANError(f"differential privacy cannot train this discriminator ({problems[0]}): use --norm group")
         self.noise = noise
         self.rate = sample_rate(config, dataset_size)
         self.delta = config.dp_delta
-        self.hooks = GradSampleModule(discriminator, loss_reduction="mean")  # hooks live on the discriminator's layers
+        self.hooks = GradSampleModule(network, loss_reduction="mean")  # hooks live on the network's layers
         self.optimizer = DPOptimizer(
             optimizer,
             noise_multiplier=noise,
@@ -131,14 +134,16 @@ class PrivateDiscriminator:
         return epsilon(self.history(), self.delta)
 
     def close(self) -> None:
-        """Remove the hooks: the discriminator is a plain module again (for the next round's wrapper)."""
+        """Remove the hooks: the network is a plain module again (for the next round's wrapper)."""
         self.hooks._close()
 
 
-def check_private_model(model_config: GANConfig, config: TrainConfig) -> None:
+def check_private_model(model_config: ModelConfig, config: TrainConfig) -> None:
     """Refuse, with the fix, the settings that DP-SGD cannot train (a federation checks before its engine starts)."""
     if not config.private:
         return
+    if isinstance(model_config, DiffusionConfig):
+        return  # no R1 and no spectral norm in a DDPM; its UNet's GroupNorm is what DP-SGD needs
     if config.r1_gamma > 0:
         raise FedGANError(
             "differential privacy cannot run with the R1 penalty (Opacus has no per-sample double backward): set "
@@ -152,9 +157,9 @@ def check_private_model(model_config: GANConfig, config: TrainConfig) -> None:
 
 
 def attach_privacy(
-    state: GANState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None
+    state: TrainingState, config: TrainConfig, dataset_size: int, total_steps: int, saved: dict[str, Any] | None = None
 ) -> None:
-    """Make `state`'s discriminator updates DP-SGD when `config` asks for it.
+    """Make `state`'s updates of the network that sees real images DP-SGD when `config` asks for it.
 
     `total_steps` is what the target epsilon is spread over; `saved` is a checkpoint's "privacy"
     entry, whose noise and history a resumed run continues with.
@@ -166,7 +171,13 @@ def attach_privacy(
         noise, history = float(saved["noise"]), [tuple(h) for h in saved["history"]]
     else:
         noise, history = (config.dp_noise or noise_for_target(config, dataset_size, total_steps)), []
-    state.private = PrivateDiscriminator(
-        state.discriminator, state.opt_discriminator, config, noise, dataset_size, history
-    )
-    state.opt_discriminator = state.private.optimizer  # the one optimiser the loop steps, private now
+    if isinstance(state.model_config, DiffusionConfig):
+        diffusion = cast("DiffusionState", state)
+        diffusion.private = PrivateNetwork(
+            diffusion.denoiser, diffusion.optimiser, config, noise, dataset_size, history
+        )
+        diffusion.optimiser = diffusion.private.optimizer  # the one optimiser the step uses, private now
+        return
+    gan = cast("GANState", state)
+    gan.private = PrivateNetwork(gan.discriminator, gan.opt_discriminator, config, noise, dataset_size, history)
+    gan.opt_discriminator = gan.private.optimizer  # the one optimiser the loop steps, private now

@@ -40,11 +40,11 @@ class Exported:
 
 
 def sampling_weights(data: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The generator that publishes images: the moving average's weights when the checkpoint has
-    one (AveragedModel keeps them under "module."), else the generator's."""
+    """The network that publishes images: the moving average's weights when the checkpoint has
+    one (AveragedModel keeps them under "module."), else the generator's (a DDPM's denoiser)."""
     average = data.get("generator_ema")
     if average is None:
-        return data["generator"]
+        return data["denoiser" if data["model_config"].get("kind") == "ddpm" else "generator"]
     return {k.removeprefix("module."): v for k, v in average.items() if k.startswith("module.")}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fedgan.config import GANConfig, TrainConfig, to_dict
+from fedgan.config import GANConfig, ModelConfig, TrainConfig, model_table, to_dict
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.runfolder import EPOCH, EVAL, KID, SECONDS, STEP, RunFolder
@@ -31,13 +31,14 @@ from fedgan.training.checkpoint import (
 )
 from fedgan.training.data import EpochData, training_data
 from fedgan.training.grids import save_fixed_grid
-from fedgan.training.loop import GANState, StepStats, Throughput, new_state, train_epoch
+from fedgan.training.loop import StepStats, Throughput, TrainingState, train_epoch
 from fedgan.training.privacy import attach_privacy
+from fedgan.training.states import new_model_state
 
 log = logging.getLogger(__name__)
 
 #: measures a training state's images (e.g. `fedgan.evaluation.probe.QualityProbe`): {"kid": ..., "fd": ..., ...}
-Probe = Callable[[GANState], dict[str, float]]
+Probe = Callable[[TrainingState], dict[str, float]]
 
 
 def load_training_data(store: Store, conditional: bool, memory_mb: float) -> EpochData:
@@ -47,8 +48,8 @@ def load_training_data(store: Store, conditional: bool, memory_mb: float) -> Epo
     return training_data(store, None, memory_mb)
 
 
-def model_config_for(store: Store, base: GANConfig, conditional: bool) -> GANConfig:
-    """Resolution and channels come from the store; the rest from the user's config."""
+def model_config_for(store: Store, base: ModelConfig, conditional: bool) -> ModelConfig:
+    """Resolution and channels come from the store; the rest from the user's config (a GAN's or a DDPM's)."""
     channels, height, _ = store.image_shape
     return dataclasses.replace(base, resolution=height, channels=channels, num_classes=5 if conditional else 0)
 
@@ -62,7 +63,7 @@ def train_centralised(
     store_path: Path,
     run: Path,
     *,
-    model_config: GANConfig = GANConfig(),
+    model_config: ModelConfig = GANConfig(),
     train_config: TrainConfig = TrainConfig(),
     conditional: bool = False,
     init: Path | None = None,
@@ -70,7 +71,7 @@ def train_centralised(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     probe: Probe | None = None,
-) -> GANState:
+) -> TrainingState:
     """Train from scratch (or from `init`'s weights) for `train_config.epochs` epochs.
 
     `probe` measures quality every `train_config.eval_every` steps (and keeps `checkpoints/best`);
@@ -83,7 +84,7 @@ def train_centralised(
     data = load_training_data(store, config.conditional, train_config.memory_mb)
     if data.count < 2:
         raise FedGANError(f"{store_path}: needs at least 2 training images, has {data.count}")
-    state = new_state(config, train_config, device)
+    state = new_model_state(config, train_config, device)
     if init is not None:
         fresh = init_from_checkpoint(state, init, train_config)
         log.info("initialised from %s%s", init, f" (new: {', '.join(fresh)})" if fresh else "")
@@ -94,7 +95,7 @@ def train_centralised(
         seed=train_config.seed,
         stores={"train": store_path},
         config={
-            "model": to_dict(config),
+            "model": model_table(config),
             "train": to_dict(train_config),
             "init": {"checkpoint": str(init) if init else ""},
         },
@@ -109,7 +110,7 @@ def resume_centralised(
     device: torch.device = torch.device("cpu"),
     progress: bool = True,
     probe: Probe | None = None,
-) -> GANState:
+) -> TrainingState:
     """Continue a run from `RUN/checkpoints/latest`, optionally to a new total of epochs."""
     folder = RunFolder(run)
     saved = read_checkpoint(folder.latest)
@@ -131,8 +132,15 @@ def resume_centralised(
     return _train(state, train_config, data, run, progress, None, store_path, probe, saved["extra"])
 
 
+def losses(state: TrainingState, stats: StepStats) -> dict[str, str]:
+    """The progress bar's losses: D and G for a GAN, the denoising loss for a DDPM."""
+    if state.model_config.kind == "ddpm":
+        return {"loss": f"{stats.g_loss:.4f}"}
+    return {"d": f"{stats.d_loss:.3f}", "g": f"{stats.g_loss:.3f}"}
+
+
 def _train(
-    state: GANState,
+    state: TrainingState,
     config: TrainConfig,
     data: EpochData,
     run: Path,
@@ -141,7 +149,7 @@ def _train(
     store_path: Path,
     probe: Probe | None,
     saved: dict,
-) -> GANState:
+) -> TrainingState:
     """The epochs still to do; `saved` is the resumed checkpoint's extra record (training seconds, best KID)."""
     folder = RunFolder(run)
     steps_per_epoch = data.count // min(config.batch_size, data.count)
@@ -163,7 +171,7 @@ def _train(
     board = Board(run) if config.tensorboard else None
     with open(folder.metrics, "a", encoding="utf-8") as metrics:
 
-        def on_step(state: GANState, stats: StepStats, batch: int) -> None:
+        def on_step(state: TrainingState, stats: StepStats, batch: int) -> None:
             nonlocal step_started
             progress_record["seconds"] += time.perf_counter() - step_started
             if not stats.finite():
@@ -193,11 +201,9 @@ def _train(
                 if progress_record["best_kid"] is None or quality[KID] < progress_record["best_kid"]:
                     progress_record["best_kid"] = quality[KID]
                     save_checkpoint(state, config, folder.checkpoints, BEST, extra=progress_record, latest=False)
-                bar.set_postfix(
-                    d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", kid=f"{quality[KID]:.3g}", refresh=False
-                )
+                bar.set_postfix(**losses(state, stats), kid=f"{quality[KID]:.3g}", refresh=False)
             else:
-                bar.set_postfix(d=f"{stats.d_loss:.3f}", g=f"{stats.g_loss:.3f}", img_s=f"{rate:.1f}", refresh=False)
+                bar.set_postfix(**losses(state, stats), img_s=f"{rate:.1f}", refresh=False)
             bar.update()
             step_started = time.perf_counter()
 
