@@ -212,9 +212,10 @@ def test_overwrite_never_deletes_what_fedgan_did_not_write(fundus_set: Path, tmp
 @pytest.mark.slow
 def test_interrupted_prepare_leaves_no_store(tmp_path: Path) -> None:
     """Ctrl-C in the middle of a real `fedgan prepare` process: no store, no staging folder."""
+    # 360 photographs: enough shards after the second that prepare cannot finish before the signal lands
     from fedgan.data.sources.synth_sets import write_fundus_set
 
-    write_fundus_set(tmp_path / "raw", count=120, size=256, seed=2, workers=2, progress=False)
+    write_fundus_set(tmp_path / "raw", count=360, size=256, seed=2, workers=2, progress=False)
     command = [
         sys.executable,
         "-m",
