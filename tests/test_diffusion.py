@@ -128,15 +128,31 @@ def test_dp_sgd_on_the_unet_spends_its_epsilon_and_resumes_with_it(fundus_store:
 
 
 @pytest.mark.slow
-def test_a_ddpm_federates_for_two_rounds_and_resumes(fundus_store: Path, tmp_path: Path) -> None:
+def test_a_ddpm_federates_for_two_rounds_resumes_and_aggregates_securely(fundus_store: Path, tmp_path: Path) -> None:
     """FedAvg over the UNet (and its moving average): each round's global denoiser is the mean of
-    the hospitals', the run folder is a federation's, and a resumed run ends where a straight one does."""
+    the hospitals', the run folder is a federation's, a resumed run ends where a straight one does,
+    and SecAgg+'s unmasked sum gives the plain round's denoiser up to one quantisation step per hospital."""
+    from fedgan.data.partition import partition
+    from fedgan.data.store import Store
+    from fedgan.federation.settings import SecAggSettings
     from fedgan.federation.simulate import federate, resume_federation
 
     local = TrainConfig(**{**FAST.__dict__, "epochs": 1, "batch_size": 4})
     settings = {"clients": 2, "partition_kind": "label-split", "model_config": TINY_DDPM, "train_config": local}
     straight = federate(fundus_store, tmp_path / "a", rounds=2, conditional=True, **settings)
     stopped = federate(fundus_store, tmp_path / "b", rounds=1, conditional=True, **settings)
+    plain = read_checkpoint(stopped)
+    secure = read_checkpoint(
+        federate(fundus_store, tmp_path / "s", rounds=1, conditional=True, secagg=SecAggSettings(), **settings)
+    )
+    sizes = [len(p) for p in partition(Store(fundus_store).labels("train"), 2, "label-split", local.seed)]
+    difference = max(
+        float((plain[net][k] - secure[net][k]).abs().max())
+        for net in ("denoiser", "generator_ema")
+        for k in plain[net]
+        if plain[net][k].is_floating_point()
+    )
+    assert 0 < difference <= SecAggSettings(max_weight=max(sizes)).error_bound(sizes) + 1e-6
     resume_federation(stopped, rounds=2)
     a, b = read_checkpoint(straight), read_checkpoint(stopped)
     assert a["model_config"]["kind"] == "ddpm" and b["extra"]["round"] == 2
