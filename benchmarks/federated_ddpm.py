@@ -1,5 +1,6 @@
-"""Federated DDPM against centralised with the same images seen: which local batch and server
-algorithm keep quality over label-split hospitals that hold few images each, in one run.
+"""Federated DDPM against centralised with the same images seen: which local batch, local epochs
+and server algorithm keep quality over label-split hospitals that hold few images each, in one run.
+A variant is `central` or `<algorithm>-b<local batch>[-l<local epochs a round>]`.
 
 With ~70 images a hospital (the demo store over 10 hospitals), a round of 2 local epochs at
 batches of 32 is about 5 steps; FedAvg then makes roughly as many sequential steps as one
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -24,17 +26,21 @@ from fedgan.federation.simulate import federate
 from fedgan.training.recipes import apply_recipe
 from fedgan.training.run import train_centralised
 
+VARIANT = re.compile(r"(\w+)-b(\d+)(?:-l(\d+))?")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="a prepared, graded store (e.g. the demo's)")
     parser.add_argument("--epochs", type=int, default=12, help="images seen, in epochs of the whole training split")
     parser.add_argument("--clients", type=int, default=10, help="label-split hospitals")
-    parser.add_argument("--local-epochs", type=int, default=2)
+    parser.add_argument("--local-epochs", type=int, default=2, help="local epochs a round, unless a variant says")
     parser.add_argument("--variants", default="central,fedavg-b32,fedavgm-b32,fedavg-b8,fedavgm-b8,fedyogi-b8")
     parser.add_argument("--count", type=int, default=128, help="generated images per evaluation")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-federated-ddpm"))
     args = parser.parse_args()
+    if bad := [v for v in args.variants.split(",") if v != "central" and not VARIANT.fullmatch(v)]:
+        parser.error(f"--variants: {', '.join(bad)} is not central or <algorithm>-b<batch>[-l<local epochs>]")
     model, train = apply_recipe("ddpm", DiffusionConfig(), TrainConfig(seed=0, sample_count=10))
     rows = []
     for variant in args.variants.split(","):
@@ -46,15 +52,16 @@ def main() -> None:
                 args.store, run, model_config=model, train_config=central, conditional=True, progress=False
             )
         else:
-            algorithm, batch = variant.split("-b")
+            algorithm, batch, local = VARIANT.fullmatch(variant).groups()
+            local_epochs = int(local or args.local_epochs)
             federate(
                 args.store,
                 run,
                 clients=args.clients,
                 partition_kind="label-split",
-                rounds=args.epochs // args.local_epochs,
+                rounds=args.epochs // local_epochs,
                 model_config=model,
-                train_config=dataclasses.replace(train, epochs=args.local_epochs, batch_size=int(batch)),
+                train_config=dataclasses.replace(train, epochs=local_epochs, batch_size=int(batch)),
                 conditional=True,
                 algorithm=AlgorithmConfig(name=algorithm),
             )

@@ -14,6 +14,7 @@ through the simulation engine. Every run is measured alike:
   the white-box AUC (LOGAN on the GAN's discriminator, the denoising loss on the DDPM's UNet).
 
     python benchmarks/gan_vs_ddpm.py --store runs/demo/stores/fundus --budget 300 --out runs/bench-gan-ddpm
+    python benchmarks/gan_vs_ddpm.py --store runs/demo/stores/fundus --models ddpm --algorithm fedavgm --local-batch 8
 
 The GAN is the demo's (quarter widths, small-data recipe); the DDPM is `DiffusionConfig`'s
 default with the `ddpm` recipe. Neither is pretrained on CT here, so the budget is all they get.
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedgan.config import NUM_GRADES, DiffusionConfig, GANConfig, ModelConfig, TrainConfig
+from fedgan.config import NUM_GRADES, AlgorithmConfig, DiffusionConfig, GANConfig, ModelConfig, TrainConfig
 from fedgan.evaluation.evaluate import evaluate_run, generated_set
 from fedgan.evaluation.privacy import ATTACKS, audit
 from fedgan.evaluation.results import FIDELITY, SYNTHETIC_TRAINED, UTILITY
@@ -62,20 +63,22 @@ def centralised(store: Path, run: Path, model: ModelConfig, train: TrainConfig, 
 
 
 def federated(
-    store: Path, run: Path, model: ModelConfig, train: TrainConfig, epochs: int, clients: int, local: int
+    store: Path, run: Path, model: ModelConfig, train: TrainConfig, epochs: int, args: argparse.Namespace
 ) -> tuple[int, float]:
-    """The same images seen as `epochs` centralised epochs: rounds x `local` local epochs; (rounds, wall seconds)."""
+    """The same images seen as `epochs` centralised epochs: rounds x local epochs; (rounds, wall seconds)."""
+    local = args.local_epochs
     rounds = max(1, round(epochs / local))
     started = time.perf_counter()
     federate(
         store,
         run,
-        clients=clients,
+        clients=args.clients,
         partition_kind="label-split",
         rounds=rounds,
         model_config=model,
-        train_config=dataclasses.replace(train, epochs=local),
+        train_config=dataclasses.replace(train, epochs=local, batch_size=args.local_batch or train.batch_size),
         conditional=True,
+        algorithm=AlgorithmConfig(name=args.algorithm),
     )
     return rounds, time.perf_counter() - started
 
@@ -112,6 +115,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300, help="centralised training seconds per model")
     parser.add_argument("--clients", type=int, default=10, help="label-split hospitals of the federated runs")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
+    parser.add_argument("--algorithm", default="fedavg", help="how the federated runs combine hospitals")
+    parser.add_argument(
+        "--local-batch",
+        type=int,
+        default=0,
+        help="batch size at the hospitals (0: the centralised run's); hospitals with few images need small batches",
+    )
     parser.add_argument("--count", type=int, default=256, help="generated images per evaluation set and audit")
     parser.add_argument("--draws", type=int, default=3, help="generated sets for the intervals")
     parser.add_argument("--models", default="gan,ddpm")
@@ -134,7 +144,7 @@ def main() -> None:
         for run in (central, fed):
             shutil.rmtree(run, ignore_errors=True)
         epochs, central_wall = centralised(args.store, central, model, train, args.budget)
-        rounds, fed_wall = federated(args.store, fed, model, train, epochs, args.clients, args.local_epochs)
+        rounds, fed_wall = federated(args.store, fed, model, train, epochs, args)
         for run, setting, wall in (
             (central, "centralised", central_wall),
             (fed, f"{args.clients} hospitals", fed_wall),
@@ -154,7 +164,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     print(
         f"\nstore {args.store}: {args.budget:.0f} s of centralised training per model; federations see the same "
-        f"images ({args.clients} label-split hospitals, {args.local_epochs} local epochs a round); {args.draws} "
+        f"images ({args.clients} label-split hospitals, {args.algorithm}, {args.local_epochs} local epochs a round"
+        f"{f' at batches of {args.local_batch}' if args.local_batch else ''}); {args.draws} "
         f"generated sets of {args.count} per evaluation; {torch.get_num_threads()} threads\n"
     )
     header = "| model | setting | epochs | wall s | KID | FD | precision | recall | TSTR κ | s / 1000 samples | "

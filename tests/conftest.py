@@ -10,6 +10,13 @@ import pytest
 
 from fedgan.data.sources.synth_sets import write_ct_set, write_fundus_set
 
+# `make test` runs four pytest-xdist workers on a 2-core CI: one torch thread each
+if "PYTEST_XDIST_WORKER" in os.environ:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # subprocesses too (the CLI's, Flower's apps)
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def evaluator_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -32,3 +32,14 @@ def small_store(source: Path, out: Path, size: int, heldout: float) -> Path:
         progress=False,
     )
     return out
+
+
+def max_difference(a: dict, b: dict, networks: tuple[str, ...] = ("generator", "discriminator")) -> float:
+    """Largest absolute difference over the named networks' float tensors of two checkpoints: the
+    one number that a secure-aggregation or resume test bounds."""
+    return max(
+        float((a[net][k].float() - b[net][k].float()).abs().max())
+        for net in networks
+        for k in a[net]
+        if a[net][k].is_floating_point()
+    )

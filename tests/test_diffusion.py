@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, TINY_DDPM, small_store
+from helpers import TINY, TINY_DDPM, max_difference, small_store
 
 from fedgan.config import DiffusionConfig, TrainConfig
 from fedgan.errors import FedGANError
@@ -146,12 +146,7 @@ def test_a_ddpm_federates_for_two_rounds_resumes_and_aggregates_securely(fundus_
         federate(fundus_store, tmp_path / "s", rounds=1, conditional=True, secagg=SecAggSettings(), **settings)
     )
     sizes = [len(p) for p in partition(Store(fundus_store).labels("train"), 2, "label-split", local.seed)]
-    difference = max(
-        float((plain[net][k] - secure[net][k]).abs().max())
-        for net in ("denoiser", "generator_ema")
-        for k in plain[net]
-        if plain[net][k].is_floating_point()
-    )
+    difference = max_difference(plain, secure, networks=("denoiser", "generator_ema"))
     assert 0 < difference <= SecAggSettings(max_weight=max(sizes)).error_bound(sizes) + 1e-6
     resume_federation(stopped, rounds=2)
     a, b = read_checkpoint(straight), read_checkpoint(stopped)

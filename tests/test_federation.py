@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import LOCAL, TINY
+from helpers import LOCAL, TINY, max_difference
 
 from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.partition import partition
@@ -20,7 +20,7 @@ from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation.settings import SecAggSettings
-from fedgan.federation.simulate import federate, resume_federation
+from fedgan.federation.simulate import MIN_LOCAL_STEPS, federate, few_local_steps, resume_federation
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
@@ -73,16 +73,6 @@ def label_split_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         model_config=TINY,
         train_config=dataclasses.replace(LOCAL, tensorboard=True),
         disclose=("grades", "losses"),
-    )
-
-
-def max_difference(a: dict, b: dict) -> float:
-    """Largest absolute difference over both networks' float tensors of two checkpoints."""
-    return max(
-        float((a[net][k].float() - b[net][k].float()).abs().max())
-        for net in ("generator", "discriminator")
-        for k in a[net]
-        if a[net][k].is_floating_point()
     )
 
 
@@ -150,6 +140,16 @@ def test_impossible_federation_fails_before_starting(store: Path, tmp_path: Path
     with pytest.raises(FedGANError, match="only"):
         federate(store, tmp_path / "x", clients=500, rounds=1, model_config=TINY, train_config=LOCAL)
     assert not (tmp_path / "x").exists()
+
+
+def test_hospitals_with_too_few_local_steps_are_told_a_batch_size_that_gives_enough() -> None:
+    # the demo store over 10 label-split hospitals: about 70 images each
+    sizes = [66, 70, 71, 72, 75, 69, 70, 68, 70, 69]
+    advice = few_local_steps(sizes, TrainConfig(epochs=2, batch_size=32))
+    assert advice is not None and "only 4 local steps" in advice and "--batch-size 14" in advice
+    assert 70 // 14 * 2 >= MIN_LOCAL_STEPS  # the advised batch size gives enough steps
+    assert few_local_steps(sizes, TrainConfig(epochs=2, batch_size=8)) is None
+    assert few_local_steps([3, 3], TrainConfig(epochs=1, batch_size=32)) is not None  # batch clipped to the images
 
 
 def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
