@@ -20,7 +20,7 @@ from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation.settings import SecAggSettings
-from fedgan.federation.simulate import MIN_LOCAL_STEPS, federate, few_local_steps, resume_federation
+from fedgan.federation.simulate import MIN_LOCAL_STEPS, federate, few_local_steps, local_steps, resume_federation
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
@@ -143,13 +143,14 @@ def test_impossible_federation_fails_before_starting(store: Path, tmp_path: Path
 
 
 def test_hospitals_with_too_few_local_steps_are_told_a_batch_size_that_gives_enough() -> None:
-    # the demo store over 10 label-split hospitals: about 70 images each
-    sizes = [66, 70, 71, 72, 75, 69, 70, 68, 70, 69]
+    sizes = [256, 257, 53, 54, 23, 24, 9, 9, 7, 8]  # the demo store over 10 label-split hospitals
+    assert local_steps(sizes, 32, 2) == pytest.approx((16 * (256 + 257) + 2 * 187) / 700)  # 2 steps below 64 images
     advice = few_local_steps(sizes, TrainConfig(epochs=2, batch_size=32))
-    assert advice is not None and "only 4 local steps" in advice and "--batch-size 14" in advice
-    assert 70 // 14 * 2 >= MIN_LOCAL_STEPS  # the advised batch size gives enough steps
+    assert advice is not None and "averages only 12 local steps" in advice
+    advised = int(advice.split("--batch-size ")[-1].split()[0])
+    assert local_steps(sizes, advised, 2) >= MIN_LOCAL_STEPS > local_steps(sizes, advised + 1, 2)
     assert few_local_steps(sizes, TrainConfig(epochs=2, batch_size=8)) is None
-    assert few_local_steps([3, 3], TrainConfig(epochs=1, batch_size=32)) is not None  # batch clipped to the images
+    assert "more local epochs)" in few_local_steps([3, 3], TrainConfig(epochs=1, batch_size=32))  # no batch is enough
 
 
 def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
