@@ -14,13 +14,20 @@ import pytest
 import torch
 from helpers import LOCAL, TINY, max_difference
 
-from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import AlgorithmConfig, GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.federation.settings import SecAggSettings
-from fedgan.federation.simulate import MIN_LOCAL_STEPS, federate, few_local_steps, local_steps, resume_federation
+from fedgan.federation.settings import FederationSettings, SecAggSettings
+from fedgan.federation.simulate import (
+    MIN_LOCAL_STEPS,
+    federate,
+    few_local_steps,
+    local_steps,
+    resume_federation,
+    with_partition_sizes,
+)
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.loop import new_state
@@ -151,6 +158,19 @@ def test_hospitals_with_too_few_local_steps_are_told_a_batch_size_that_gives_eno
     assert local_steps(sizes, advised, 2) >= MIN_LOCAL_STEPS > local_steps(sizes, advised + 1, 2)
     assert few_local_steps(sizes, TrainConfig(epochs=2, batch_size=8)) is None
     assert "more local epochs)" in few_local_steps([3, 3], TrainConfig(epochs=1, batch_size=32))  # no batch is enough
+
+
+def test_the_short_rounds_warning_is_logged_for_averaging_only(
+    store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    short = TrainConfig(epochs=1, batch_size=32)  # a handful of images per hospital
+    for name, warned in (("fedavg", True), ("mdgan", False)):  # mdgan's G steps over the pooled images
+        caplog.clear()
+        settings = FederationSettings(
+            store, tmp_path, 3, "label-split", 1, TINY, short, algorithm=AlgorithmConfig(name)
+        )
+        with_partition_sizes(Store(store), settings, None)
+        assert ("local steps" in caplog.text) is warned, name
 
 
 def test_federate_from_the_command_line(store: Path, tmp_path: Path) -> None:
