@@ -50,13 +50,15 @@ def training_seconds(run: Path) -> float:
     return max(line.get("seconds", 0.0) for line in RunFolder(run).lines())
 
 
-def centralised(store: Path, run: Path, model: ModelConfig, train: TrainConfig, budget: float) -> tuple[int, float]:
-    """Whole epochs until `budget` training seconds are spent; (epochs, wall seconds)."""
+def centralised(
+    store: Path, run: Path, model: ModelConfig, train: TrainConfig, budget: float, epochs: int
+) -> tuple[int, float]:
+    """Whole epochs until `budget` training seconds are spent, or `epochs` if given; (epochs, wall seconds)."""
     started = time.perf_counter()
     train_centralised(
         store, run, model_config=model, train_config=train, conditional=True, progress=False, stop_after_epochs=1
     )
-    epochs = max(1, math.floor(budget / training_seconds(run)))
+    epochs = epochs or max(1, math.floor(budget / training_seconds(run)))
     if epochs > 1:
         resume_centralised(run, epochs=epochs, progress=False)
     return epochs, time.perf_counter() - started
@@ -113,6 +115,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="a prepared, graded store (e.g. the demo's)")
     parser.add_argument("--budget", type=float, default=300, help="centralised training seconds per model")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="centralised epochs instead of what the budget buys (0): to repeat an earlier run with another --seed, "
+        "since the pace measured in the first epoch varies with the machine's load",
+    )
     parser.add_argument("--clients", type=int, default=10, help="label-split hospitals of the federated runs")
     parser.add_argument("--local-epochs", type=int, default=2, help="local epochs per round")
     parser.add_argument("--algorithm", default="fedavg", help="how the federated runs combine hospitals")
@@ -143,7 +152,7 @@ def main() -> None:
         central, fed = args.out / f"{kind}-centralised", args.out / f"{kind}-clients-{args.clients}"
         for run in (central, fed):
             shutil.rmtree(run, ignore_errors=True)
-        epochs, central_wall = centralised(args.store, central, model, train, args.budget)
+        epochs, central_wall = centralised(args.store, central, model, train, args.budget, args.epochs)
         rounds, fed_wall = federated(args.store, fed, model, train, epochs, args)
         for run, setting, wall in (
             (central, "centralised", central_wall),
@@ -163,7 +172,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     print(
-        f"\nstore {args.store}: {args.budget:.0f} s of centralised training per model; federations see the same "
+        f"\nstore {args.store}: "
+        + (f"{args.epochs} centralised epochs" if args.epochs else f"{args.budget:.0f} s of centralised training")
+        + " per model; federations see the same "
         f"images ({args.clients} label-split hospitals, {args.algorithm}, {args.local_epochs} local epochs a round"
         f"{f' at batches of {args.local_batch}' if args.local_batch else ''}); {args.draws} "
         f"generated sets of {args.count} per evaluation; {torch.get_num_threads()} threads\n"

@@ -32,8 +32,9 @@ def test_output_shapes_and_ranges(resolution: int, norm: str) -> None:
     assert discriminator(images).shape == (3,)
 
 
-def test_conditional_networks_use_the_grade() -> None:
-    config = GANConfig(resolution=32, num_classes=5, **TINY)
+@pytest.mark.parametrize("grade_norm", [False, True])
+def test_conditional_networks_use_the_grade(grade_norm: bool) -> None:
+    config = GANConfig(resolution=32, num_classes=5, grade_norm=grade_norm, **TINY)
     generator, discriminator = build_models(config)
     generator.eval(), discriminator.eval()
     z = torch.randn(1, 16).repeat(5, 1)
@@ -44,6 +45,24 @@ def test_conditional_networks_use_the_grade() -> None:
     assert len(set(logits.round(decimals=5).tolist())) == 5
     with pytest.raises(ValueError, match="grade"):
         generator(z)
+
+
+def test_grade_norms_start_as_the_unconditioned_twin_and_act_after_every_block() -> None:
+    torch.manual_seed(0)
+    plain = GANConfig(resolution=32, num_classes=5, **TINY)
+    twin, _ = build_models(plain)
+    torch.manual_seed(0)
+    generator, _ = build_models(GANConfig(**{**plain.__dict__, "grade_norm": True}))
+    norms = [m for m in generator.upsample if isinstance(m, nn.BatchNorm2d)]
+    assert [a.gain.num_embeddings for a in generator.grade_norms.values()] == [5] * len(norms) == [5, 5, 5]
+    assert [a.gain.embedding_dim for a in generator.grade_norms.values()] == [m.num_features for m in norms]
+    twin.eval(), generator.eval()
+    z, grades = torch.randn(5, 16), torch.arange(5)
+    assert torch.equal(generator(z, grades), twin(z, grades))  # zero gains and biases: the same function
+    with torch.no_grad():
+        list(generator.grade_norms.values())[-1].bias.weight[4] += 0.5  # grade 4, last block only
+    changed = (generator(z, grades) != twin(z, grades)).flatten(1).any(dim=1)
+    assert changed.tolist() == [False, False, False, False, True]
 
 
 def test_no_inplace_activations_or_batchnorm_when_not_asked() -> None:

@@ -190,6 +190,9 @@ def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_pa
     assert fine.opt_generator.state_dict()["state"] == {}  # fresh optimisers
     conditional = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5}), FAST, torch.device("cpu"))
     assert init_from_checkpoint(conditional, tmp_path / "ct", FAST) == ["generator.embed", "discriminator.embed"]
+    graded = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_norm": True}), FAST, torch.device("cpu"))
+    fresh = ["generator.embed", "generator.grade_norms", "discriminator.embed"]
+    assert init_from_checkpoint(graded, tmp_path / "ct", FAST) == fresh
     run = train_centralised(
         fundus_store,
         tmp_path / "fundus",

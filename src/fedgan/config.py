@@ -116,6 +116,7 @@ class GANConfig:
     num_classes: int = 0  # 0: unconditional; 5: conditional on the DR grade
     spectral_norm: bool = True  # spectrally normalised discriminator without norm layers (False: the paper's)
     upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
+    grade_norm: bool = False  # conditional: per-grade gain and bias after each generator block's norm layer
 
     def __post_init__(self) -> None:
         if self.resolution < 16 or self.resolution & (self.resolution - 1):

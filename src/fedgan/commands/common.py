@@ -331,6 +331,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
     group.add_argument(
         "--upsample", choices=UPSAMPLES, help=model_help("G upsampling: transposed conv or resize + conv", "upsample")
     )
+    add_switch(group, "--grade-norm", model_help("conditional: per-grade gain and bias in every G block", "grade_norm"))
     group = parser.add_argument_group("diffusion model (--model ddpm; it learns at --lr-generator)")
     group.add_argument("--width", type=int, help=diffusion_help("UNet channels at full resolution", "width"))
     group.add_argument(
@@ -359,7 +360,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
 
 #: the model flags of each kind; a flag of the other kind is an error, not silently ignored
 MODEL_FLAGS = {
-    "gan": ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample"),
+    "gan": ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample", "grade_norm"),
     "ddpm": (
         "width",
         "levels",

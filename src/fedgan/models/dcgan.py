@@ -13,6 +13,9 @@ stride-1 layer symmetrically, so we use the equivalent k3 stride-1 convolution.
 Class-conditional variant (`num_classes > 0`): the generator adds a learned per-grade vector to
 its projected 4x4 features, which is exactly a one-hot grade concatenated to z, but leaves the
 projection's shape unchanged, so an unconditional (e.g. CT-pretrained) checkpoint still loads.
+With `grade_norm` it also shifts the gain and bias of every upsampling block's normalised
+features per grade (conditional batch norm, de Vries et al. 2017, as in the generator of Miyato &
+Koyama 2018): a grade then reaches every scale, where lesions are drawn, not only the 4x4 layout.
 The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
 <embed(grade), features> to its logit. Both networks therefore take the grade as input.
 
@@ -63,6 +66,23 @@ def upsampling(kind: str, channels: int, out_channels: int, *, bias: bool) -> li
     return [nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1, bias=bias)]
 
 
+class GradeAffine(nn.Module):
+    """Per-grade gain and bias on normalised features, x * (1 + gain[grade]) + bias[grade].
+
+    Both start at zero, so a new conditional generator starts as its unconditional twin, and an
+    unconditional checkpoint (CT pretraining) loads without these and loses nothing."""
+
+    def __init__(self, grades: int, channels: int) -> None:
+        super().__init__()
+        self.gain = nn.Embedding(grades, channels)
+        self.bias = nn.Embedding(grades, channels)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return x * (1 + self.gain(labels)[:, :, None, None]) + self.bias(labels)[:, :, None, None]
+
+
 class Generator(nn.Module):
     def __init__(self, config: GANConfig) -> None:
         super().__init__()
@@ -74,16 +94,20 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(config.num_classes, width * 4 * 4) if config.conditional else None  # per-grade offset
         self.project_norm = norm_layer(config.norm, width)
         layers: list[nn.Module] = []
+        normed: list[tuple[int, int]] = []  # (index in `upsample`, channels) of each block's norm layer
         for _ in range(config.blocks):  # each: (c, s, s) -> (c/2, 2s, 2s)
-            layers += [
-                *upsampling(config.upsample, width, width // 2, bias=config.norm == "none"),
-                norm_layer(config.norm, width // 2),
-                nn.ReLU(),
-            ]
+            layers += upsampling(config.upsample, width, width // 2, bias=config.norm == "none")
+            normed.append((len(layers), width // 2))
+            layers += [norm_layer(config.norm, width // 2), nn.ReLU()]
             width //= 2
         self.upsample = nn.Sequential(*layers)  # (generator_width >> blocks) x resolution x resolution
         self.to_image = nn.Conv2d(width, config.channels, 3, padding=1)  # channels x resolution x resolution
         self.apply(glorot_init)
+        self.grade_norms = (
+            nn.ModuleDict({str(i): GradeAffine(config.num_classes, channels) for i, channels in normed})
+            if config.conditional and config.grade_norm
+            else None
+        )  # keyed by the index of the norm layer each follows
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = self.project(z)
@@ -93,7 +117,13 @@ class Generator(nn.Module):
             x = x + self.embed(labels)
         x = x.view(-1, self.config.generator_width, 4, 4)
         x = torch.relu(self.project_norm(x))
-        return torch.tanh(self.to_image(self.upsample(x)))  # values in [-1, 1], like the store
+        if self.grade_norms is None:
+            return torch.tanh(self.to_image(self.upsample(x)))  # values in [-1, 1], like the store
+        for i, layer in enumerate(self.upsample):
+            x = layer(x)
+            if str(i) in self.grade_norms:
+                x = self.grade_norms[str(i)](x, labels)
+        return torch.tanh(self.to_image(x))
 
 
 class Discriminator(nn.Module):

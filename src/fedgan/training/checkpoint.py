@@ -164,9 +164,9 @@ def restore_state(data: dict[str, Any], device: torch.device) -> tuple[TrainingS
 
 
 #: per kind, the parameters a conditional model may lack in an unconditional source (its grade embeddings)
-GRADE_EMBEDDINGS = {"gan": "embed.", "ddpm": "unet.class_embedding."}
+GRADE_EMBEDDINGS = {"gan": ("embed.", "grade_norms."), "ddpm": ("unet.class_embedding.",)}
 #: config fields that do not shape the weights, so a source may differ in them
-NOT_SHAPING = {"num_classes", "sample_steps", "guidance", "label_dropout"}
+NOT_SHAPING = {"num_classes", "grade_norm", "sample_steps", "guidance", "label_dropout"}
 
 
 def init_from_checkpoint(state: TrainingState, path: Path, train_config: TrainConfig) -> list[str]:
@@ -188,7 +188,7 @@ def init_from_checkpoint(state: TrainingState, path: Path, train_config: TrainCo
                 f"{path}: cannot initialise from this checkpoint: its {field.replace('_', '-')} is "
                 f"{getattr(source, field)!r}, this run needs {getattr(target, field)!r}"
             )
-    embedding = GRADE_EMBEDDINGS[target.kind]
+    embeddings = GRADE_EMBEDDINGS[target.kind]
     fresh: list[str] = []
     for name, module in state.networks().items():
         theirs, ours = data[name], module.state_dict()
@@ -198,12 +198,12 @@ def init_from_checkpoint(state: TrainingState, path: Path, train_config: TrainCo
                     f"{path}: {name}.{key} has shape {tuple(theirs[key].shape)}, this run needs {tuple(value.shape)}"
                 )
             if key not in theirs:
-                if not key.startswith(embedding):
+                if not key.startswith(embeddings):
                     raise FedGANError(f"{path}: {name}.{key} is missing from the checkpoint")
-                module_name = f"{name}.{embedding.rstrip('.')}"
+                module_name = f"{name}.{next(e for e in embeddings if key.startswith(e)).rstrip('.')}"
                 if module_name not in fresh:  # one entry per module (spectral norm gives it several tensors)
                     fresh.append(module_name)
-        unexpected = [k for k in theirs if k not in ours and not k.startswith(embedding)]
+        unexpected = [k for k in theirs if k not in ours and not k.startswith(embeddings)]
         if unexpected:
             raise FedGANError(f"{path}: {name} has parameters this model lacks: {', '.join(unexpected[:3])}")
     for name, module in state.networks().items():
