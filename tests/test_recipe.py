@@ -3,6 +3,7 @@ in-training evaluation, the best checkpoint and exact resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from helpers import TINY
 from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.errors import FedGANError
+from fedgan.models.dcgan import build_models
 from fedgan.training.augment import POLICIES, diff_augment, mirror, parse_policy
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.data import InMemory, epoch_order
-from fedgan.training.loop import GANState, ema_average, new_state, train_epoch
+from fedgan.training.loop import GANState, ema_average, generate, new_state, train_epoch
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.recipes import RECIPES, apply_recipe
 from fedgan.training.run import resume_centralised, train_centralised
@@ -57,7 +59,7 @@ def test_unknown_augmentation_is_refused() -> None:
 
 def discriminator_inputs(state: GANState) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    state.discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    state.discriminator.features.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     return seen
 
 
@@ -107,6 +109,46 @@ def test_resize_upsampling_keeps_shapes() -> None:
     )
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in state.generator.modules())
     assert state.generator(torch.randn(2, TINY.latent_dim)).shape == (2, 1, 32, 32)
+
+
+def brightness_graded(per_grade: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose grade is their brightness: a grade signal any working conditioning can learn."""
+    grades = torch.arange(5).repeat(per_grade)
+    noise = 0.1 * torch.randn(len(grades), 1, 16, 16, generator=torch.Generator().manual_seed(5))
+    return ((grades.float() / 2 - 1).view(-1, 1, 1, 1) + noise).clamp(-1, 1), grades
+
+
+def test_grade_head_learns_the_real_grades_and_steers_the_generator() -> None:
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True})
+    train = TrainConfig(batch_size=16, seed=1, augment="", mirror=False, ema_decay=0.0, lr_discriminator=2e-3)
+    train = dataclasses.replace(train, lr_generator=1e-3)
+    state = new_state(model, train, torch.device("cpu"))
+    assert state.discriminator.grade_head.out_features == 5
+    images, grades = brightness_graded()
+    for _ in range(20):
+        train_epoch(state, InMemory(images, grades), train)
+    state.discriminator.eval()
+    with torch.no_grad():
+        logits, grade_logits = state.discriminator.logits_and_grades(images, grades)
+    assert logits.shape == (160,) and float((grade_logits.argmax(1) == grades).float().mean()) > 0.9
+    z = torch.randn(100, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    means = generate(state, z, torch.arange(5).repeat_interleave(20)).view(5, -1).mean(dim=1)
+    assert torch.all(means[1:] > means[:-1]), means  # each grade drawn brighter than the one below
+
+
+def test_grade_head_is_trained_by_its_weighted_loss_only_and_absent_unless_asked() -> None:
+    images, grades = brightness_graded(4)
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True})
+    train = TrainConfig(batch_size=20, grade_weight=0.0)
+    state = new_state(model, train, torch.device("cpu"))
+    before = {k: v.clone() for k, v in state.discriminator.grade_head.state_dict().items()}
+    train_epoch(state, InMemory(images, grades), train)
+    after = state.discriminator.grade_head.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.endswith("original"))  # weight 0: no gradient
+    train_epoch(state, InMemory(images, grades), dataclasses.replace(train, grade_weight=1.0))
+    assert not torch.equal(before["parametrizations.weight.original"], after["parametrizations.weight.original"])
+    for config in (TINY, GANConfig(**{**TINY.__dict__, "grade_head": True}), apply_recipe("paper", model, train)[0]):
+        assert build_models(config)[1].grade_head is None  # unconditional, or the paper's recipe
 
 
 def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None:
@@ -216,7 +258,7 @@ def test_r1_penalty_changes_the_discriminator_update_and_refuses_dp() -> None:
         attach_privacy(new_state(TINY, config, torch.device("cpu")), config, 16, 2)
 
 
-def test_dp_refuses_spectral_norm_and_trains_with_group_norm_and_the_rest_of_the_recipe() -> None:
+def test_dp_refuses_spectral_norm_and_trains_with_group_norm_the_grade_head_and_the_rest_of_the_recipe() -> None:
     config = TrainConfig(batch_size=8, dp_noise=1.0)
     with pytest.raises(FedGANError, match="--no-spectral-norm --norm group"):
         attach_privacy(new_state(TINY, config, torch.device("cpu")), config, 16, 2)
@@ -228,12 +270,15 @@ def test_dp_refuses_spectral_norm_and_trains_with_group_norm_and_the_rest_of_the
         spectral_norm=False,
         norm="group",
         num_classes=5,
+        grade_head=True,
     )
     state = new_state(model, config, torch.device("cpu"))
     attach_privacy(state, config, 16, 2)
+    head = state.discriminator.grade_head.weight.detach().clone()
     images, labels = tiny_data(16)
     history = train_epoch(state, InMemory(images, labels), config)
     assert all(s.finite() for s in history) and state.private.epsilon() > 0 and state.generator_ema is not None
+    assert not torch.equal(head, state.discriminator.grade_head.weight)  # the grade head trains under DP-SGD too
 
 
 # --- in-training evaluation, best checkpoint, exact resume --------------------------------------

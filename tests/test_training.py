@@ -190,8 +190,12 @@ def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_pa
     assert fine.opt_generator.state_dict()["state"] == {}  # fresh optimisers
     conditional = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5}), FAST, torch.device("cpu"))
     assert init_from_checkpoint(conditional, tmp_path / "ct", FAST) == ["generator.embed", "discriminator.embed"]
-    graded = new_state(GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_norm": True}), FAST, torch.device("cpu"))
-    fresh = ["generator.embed", "generator.grade_norms", "discriminator.embed"]
+    graded = new_state(
+        GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_norm": True, "grade_head": True}),
+        FAST,
+        torch.device("cpu"),
+    )
+    fresh = ["generator.embed", "generator.grade_norms", "discriminator.embed", "discriminator.grade_head"]
     assert init_from_checkpoint(graded, tmp_path / "ct", FAST) == fresh
     run = train_centralised(
         fundus_store,

@@ -117,6 +117,7 @@ class GANConfig:
     spectral_norm: bool = True  # spectrally normalised discriminator without norm layers (False: the paper's)
     upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
     grade_norm: bool = False  # conditional: per-grade gain and bias after each generator block's norm layer
+    grade_head: bool = False  # conditional: D also classifies the grade (AC-GAN); TrainConfig.grade_weight weighs it
 
     def __post_init__(self) -> None:
         if self.resolution < 16 or self.resolution & (self.resolution - 1):
@@ -140,6 +141,10 @@ class GANConfig:
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def has_grade_head(self) -> bool:
+        return self.grade_head and self.conditional
 
     @property
     def kind(self) -> str:
@@ -236,6 +241,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of the generator's weights (samples, evaluation and releases use it); 0 disables
     r1_gamma: float = 0.0  # R1 gradient penalty on real images (lazy, every r1-every steps); 0 disables
     r1_every: int = 16  # discriminator steps between R1 penalties
+    grade_weight: float = 1.0  # with a grade head: weight of its cross-entropy in D's loss (real) and G's (fake)
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation
     keep_checkpoints: int = 3  # newest epoch/round checkpoints kept (besides best.pt); 0 keeps all
@@ -259,8 +265,8 @@ class TrainConfig:
             raise FedGANError("epochs must be >= 0, batch-size and d-steps >= 1")
         if self.loss not in LOSSES:
             raise FedGANError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if not 0 <= self.ema_decay < 1 or self.r1_gamma < 0 or self.r1_every < 1:
-            raise FedGANError("need 0 <= ema-decay < 1, r1-gamma >= 0 and r1-every >= 1")
+        if not 0 <= self.ema_decay < 1 or min(self.r1_gamma, self.grade_weight) < 0 or self.r1_every < 1:
+            raise FedGANError("need 0 <= ema-decay < 1, r1-gamma >= 0, grade-weight >= 0 and r1-every >= 1")
         if self.eval_every < 0 or self.eval_count < 10 or self.keep_checkpoints < 0:
             raise FedGANError("need eval-every >= 0, eval-count >= 10 and keep-checkpoints >= 0")
         if not 0.5 < self.real_label <= 1.0:

@@ -268,6 +268,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
         "--r1-gamma", type=float, help=train_help("R1 penalty weight on real images; 0 disables", "r1_gamma")
     )
     group.add_argument(
+        "--grade-weight",
+        type=float,
+        help=train_help("with --grade-head: weight of its grade cross-entropy in D's and G's losses", "grade_weight"),
+    )
+    group.add_argument(
         "--eval-every",
         type=int,
         help=train_help(
@@ -332,6 +337,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
         "--upsample", choices=UPSAMPLES, help=model_help("G upsampling: transposed conv or resize + conv", "upsample")
     )
     add_switch(group, "--grade-norm", model_help("conditional: per-grade gain and bias in every G block", "grade_norm"))
+    add_switch(group, "--grade-head", model_help("conditional: D also classifies the grade (AC-GAN)", "grade_head"))
     group = parser.add_argument_group("diffusion model (--model ddpm; it learns at --lr-generator)")
     group.add_argument("--width", type=int, help=diffusion_help("UNet channels at full resolution", "width"))
     group.add_argument(
@@ -360,7 +366,16 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
 
 #: the model flags of each kind; a flag of the other kind is an error, not silently ignored
 MODEL_FLAGS = {
-    "gan": ("latent_dim", "generator_width", "discriminator_width", "norm", "spectral_norm", "upsample", "grade_norm"),
+    "gan": (
+        "latent_dim",
+        "generator_width",
+        "discriminator_width",
+        "norm",
+        "spectral_norm",
+        "upsample",
+        "grade_norm",
+        "grade_head",
+    ),
     "ddpm": (
         "width",
         "levels",

@@ -17,7 +17,11 @@ With `grade_norm` it also shifts the gain and bias of every upsampling block's n
 features per grade (conditional batch norm, de Vries et al. 2017, as in the generator of Miyato &
 Koyama 2018): a grade then reaches every scale, where lesions are drawn, not only the 4x4 layout.
 The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
-<embed(grade), features> to its logit. Both networks therefore take the grade as input.
+<embed(grade), features> to its logit. Both networks therefore take the grade as input. With
+`grade_head` the discriminator also classifies every image's grade from the same features
+(the auxiliary classifier of AC-GAN, Odena et al. 2017): the loop trains it on real images and
+asks the generator for images it classifies as their grade, a signal aimed at what tells grades
+apart, which the projection term only carries mixed into realism.
 
 Normalisation is a choice because federation (BatchNorm statistics under FedAvg), secure
 aggregation (integer buffers) and differential privacy (Opacus rejects BatchNorm) constrain it:
@@ -144,6 +148,7 @@ class Discriminator(nn.Module):
         self.feature_dim = channels * 4 * 4
         self.logit = nn.Linear(self.feature_dim, 1)
         self.embed = nn.Embedding(config.num_classes, self.feature_dim) if config.conditional else None
+        self.grade_head = nn.Linear(self.feature_dim, config.num_classes) if config.has_grade_head else None
         self.apply(glorot_init)
         if config.spectral_norm:  # after init: the parametrisation keeps the initialised weight as its `original`
             for module in self.modules():
@@ -152,7 +157,18 @@ class Discriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Real/fake logits of shape (N,)."""
+        return self.realness(self.features(images), labels)
+
+    def logits_and_grades(
+        self, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Real/fake logits (N,) and, with a grade head, grade logits (N, grades), from one pass.
+        `forward` leaves the head out: under DP-SGD a layer run whose output takes no gradient
+        would leave Opacus without its per-sample gradient."""
         h = self.features(images)
+        return self.realness(h, labels), None if self.grade_head is None else self.grade_head(h)
+
+    def realness(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.logit(h).squeeze(1)
         if self.embed is not None:
             if labels is None:

@@ -7,7 +7,7 @@ augmentation from generators stored in the state, never from global RNG.
 
 What one GAN step does is set by the `TrainConfig` (see `fedgan.training.recipes` for the
 named recipes): the loss (hinge or the paper's BCE), DiffAugment of real and fake images in
-both updates, a lazy R1 penalty, and the EMA of the generator.
+both updates, a lazy R1 penalty, the grade head's classification loss, and the EMA of the generator.
 
 `train_epoch` runs any `TrainingState`: a DDPM's (`fedgan.training.diffusion`) steps by its own
 `train_step` through the same epochs, batches and callbacks.
@@ -236,6 +236,24 @@ def g_loss_term(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     )  # non-saturating
 
 
+def grade_term(
+    grade_logits: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig
+) -> torch.Tensor | float:
+    """The grade head's weighted cross-entropy (AC-GAN), or 0 without a head."""
+    if grade_logits is None or labels is None:
+        return 0.0
+    return config.grade_weight * F.cross_entropy(grade_logits.float(), labels)
+
+
+def generator_loss(
+    discriminator: Discriminator, fake_seen: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig
+) -> torch.Tensor:
+    """The generator's loss through `discriminator`: fool it and, with a grade head, be classified
+    as the grade asked for."""
+    logits, grade_logits = discriminator.logits_and_grades(fake_seen, labels)
+    return g_loss_term(logits, config) + grade_term(grade_logits, labels, config)
+
+
 def r1_penalty(
     discriminator: Discriminator, real: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig
 ) -> torch.Tensor:
@@ -268,10 +286,10 @@ class DiscriminatorSide:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One D step on augmented real and (detached) fake images; its loss and both logits."""
         with autocast(real_seen.device):
-            real_logits = self.discriminator(real_seen, real_labels)
+            real_logits, real_grades = self.discriminator.logits_and_grades(real_seen, real_labels)
             fake_logits = self.discriminator(fake_seen.detach(), fake_labels)
             d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
-            d_loss = d_loss_real + d_loss_fake
+            d_loss = d_loss_real + d_loss_fake + grade_term(real_grades, real_labels, config)
         self.optimiser.zero_grad(set_to_none=True)
         (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
         self.optimiser.step()  # under DP-SGD: clip per sample, add noise, count the step
@@ -309,8 +327,7 @@ def train_step(state: GANState, real: torch.Tensor, labels: torch.Tensor | None,
     # update G: minimise its loss on D(augment(G(z))), on the same fakes
     with side.judged():
         with autocast(device):
-            g_logits = state.discriminator(fake, fake_labels)
-            g_loss = g_loss_term(g_logits, config)
+            g_loss = generator_loss(state.discriminator, fake, fake_labels, config)
         state.opt_generator.zero_grad(set_to_none=True)
         g_loss.backward()
     state.opt_generator.step()

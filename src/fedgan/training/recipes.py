@@ -34,7 +34,7 @@ DEFAULT_RECIPE = "small-data"
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     DEFAULT_RECIPE: ({}, {}),
     "paper": (
-        {"spectral_norm": False, "upsample": "transposed", "norm": "batch", "grade_norm": False},
+        {"spectral_norm": False, "upsample": "transposed", "norm": "batch", "grade_norm": False, "grade_head": False},
         {
             "loss": "bce",
             "augment": "",

@@ -31,7 +31,7 @@ from fedgan.config import TrainConfig
 from fedgan.training.augment import diff_augment, mirror, parse_policy
 from fedgan.training.data import epoch_order
 from fedgan.training.device import autocast
-from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, g_loss_term, noise_and_grades
+from fedgan.training.loop import DiscriminatorSide, GANState, StepStats, generator_loss, noise_and_grades
 
 
 @contextlib.contextmanager
@@ -175,7 +175,7 @@ class Judge:
             real_seen, real_labels if self.conditional else None, fake_seen, fake_labels, self.config, regularise
         )
         with self.side.judged(), autocast(device):
-            g_loss = g_loss_term(self.side.discriminator(fake_seen, fake_labels), self.config)
+            g_loss = generator_loss(self.side.discriminator, fake_seen, fake_labels, self.config)
         (gradient,) = torch.autograd.grad(g_loss, fakes)
         self.steps += 1
         return gradient.detach().cpu(), StepStats.of(d_loss, g_loss, real_logits, fake_logits)
