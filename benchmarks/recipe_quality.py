@@ -31,7 +31,7 @@ from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, s
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.grader import train_grader
 from fedgan.evaluation.probe import QualityProbe
-from fedgan.training.data import epoch_order
+from fedgan.training.data import InMemory
 from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import new_state, train_step
 from fedgan.training.recipes import apply_recipe
@@ -66,16 +66,13 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
         conditional=True,
     )
     model, train = configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
-    images, labels = (torch.from_numpy(a) for a in store.load("train"))
+    data = InMemory(*(torch.from_numpy(a) for a in store.load("train")))
     state = new_state(model, train, torch.device("cpu"))
-    batch = min(train.batch_size, len(images))
     trained, next_eval, curve = 0.0, args.eval_every, []
     while trained < args.budget:
-        order = epoch_order(len(images), train.seed, state.epoch)
-        for start in range(0, len(order) - batch + 1, batch):
+        for real, grades in data.batches(train.seed, state.epoch, train.batch_size, train.balance_grades):
             began = time.perf_counter()
-            index = order[start : start + batch]
-            train_step(state, images[index], labels[index], train)
+            train_step(state, real, grades, train)
             trained += time.perf_counter() - began
             if trained >= next_eval or trained >= args.budget:
                 curve.append({"seconds": round(trained, 1), "step": state.step, **probe(state)})

@@ -15,6 +15,7 @@ from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
+from fedgan.errors import FedGANError
 from fedgan.federation.local_data import hospital_data
 from fedgan.training.data import InMemory, Streamed, training_data
 from fedgan.training.run import resume_centralised, train_centralised
@@ -82,3 +83,25 @@ def test_a_hospital_streams_only_its_own_partition(store: Path) -> None:
     seen = torch.cat([grades for _, grades in data.batches(seed=0, epoch=0, batch=2)])
     assert len(seen) == data.count // 2 * 2  # its images, each once, but a last odd one
     assert not Counter(seen.tolist()) - Counter(labels[parts[1]].tolist())
+
+
+def test_balanced_batches_draw_every_grade_about_equally_and_repeat_with_the_seed() -> None:
+    grades = torch.repeat_interleave(torch.arange(5), torch.tensor([700, 200, 50, 30, 20]))
+    data = InMemory(torch.arange(1000, dtype=torch.float32).view(-1, 1, 1, 1), grades)
+
+    def epoch(number: int, balanced: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        drawn = list(data.batches(seed=3, epoch=number, batch=50, balanced=balanced))
+        return torch.cat([images.flatten() for images, _ in drawn]), torch.cat([g for _, g in drawn])
+
+    images, drawn = epoch(0, balanced=True)
+    assert len(drawn) == 1000 and torch.equal(grades[images.long()], drawn)  # each image keeps its grade
+    shares = torch.bincount(drawn, minlength=5) / len(drawn)
+    assert torch.all((shares - 0.2).abs() < 0.04), shares  # against 0.70 ... 0.02 in the data
+    assert torch.equal(epoch(0, balanced=True)[0], images) and not torch.equal(epoch(1, balanced=True)[0], images)
+    assert torch.equal(torch.bincount(epoch(0, balanced=False)[1], minlength=5), torch.tensor([700, 200, 50, 30, 20]))
+
+
+def test_balanced_batches_need_the_split_in_memory(store: Path) -> None:
+    streamed = training_data(Store(store), None, memory_mb=10 * IMAGE_MB)
+    with pytest.raises(FedGANError, match="sharded: balance-grades .* raise --memory-mb"):
+        next(streamed.batches(seed=0, epoch=0, batch=4, balanced=True))

@@ -241,6 +241,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of the generator's weights (samples, evaluation and releases use it); 0 disables
     r1_gamma: float = 0.0  # R1 gradient penalty on real images (lazy, every r1-every steps); 0 disables
     r1_every: int = 16  # discriminator steps between R1 penalties
+    balance_grades: bool = False  # draw training images with every grade equally likely (rare grades practised more)
     grade_weight: float = 1.0  # with a grade head: weight of its cross-entropy in D's loss (real) and G's (fake)
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation

@@ -267,6 +267,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
     group.add_argument(
         "--r1-gamma", type=float, help=train_help("R1 penalty weight on real images; 0 disables", "r1_gamma")
     )
+    add_switch(
+        group,
+        "--balance-grades",
+        train_help("draw training images with every grade equally likely (needs them in memory)", "balance_grades"),
+    )
     group.add_argument(
         "--grade-weight",
         type=float,

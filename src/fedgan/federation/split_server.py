@@ -115,6 +115,8 @@ def run_split(
     images = sum(int(info[keys.NUM_EXAMPLES]) for info in hospitals.values())
     conditional = state.model_config.conditional
     pooled = torch.tensor(np.sum(list(counts.values()), axis=0), dtype=torch.float64) if conditional else None
+    if pooled is not None and train.balance_grades:  # every grade some hospital holds, equally often
+        pooled = (pooled > 0).double()
     batch = min(train.batch_size, images)
     steps = max(1, train.epochs * (images // batch))
     starting = {

@@ -354,7 +354,7 @@ def train_epoch(
     for network in state.networks().values():
         network.train()
     history = []
-    for images, grades in data.batches(config.seed, state.epoch, config.batch_size):
+    for images, grades in data.batches(config.seed, state.epoch, config.batch_size, config.balance_grades):
         real = images.to(state.device, non_blocking=True)
         stats = state.train_step(real, grades.to(state.device, non_blocking=True), config)
         history.append(stats)
