@@ -23,9 +23,14 @@ from fedgan.errors import FedGANError
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def epoch_draws(seed: int, epoch: int) -> torch.Generator:
+    """The random draws of an epoch's data order, a function of (seed, epoch) only."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
 def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
-    """The data order of an epoch held in memory, a function of (seed, epoch) only."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    """The data order of an epoch held in memory."""
+    return torch.randperm(count, generator=epoch_draws(seed, epoch))
 
 
 def balanced_order(grades: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
@@ -38,8 +43,7 @@ def balanced_order(grades: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
     and samples and evaluation still draw grades at the data's frequencies."""
     _, inverse, counts = torch.unique(grades, return_inverse=True, return_counts=True)
     weights = 1.0 / counts[inverse].double()
-    draws = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.multinomial(weights, len(grades), replacement=True, generator=draws)
+    return torch.multinomial(weights, len(grades), replacement=True, generator=epoch_draws(seed, epoch))
 
 
 class EpochData(Protocol):
@@ -115,7 +119,7 @@ class Streamed:
                 f"images exceed memory-mb; raise --memory-mb or leave out --balance-grades"
             )
         batch = min(batch, self.count)
-        draws = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        draws = epoch_draws(seed, epoch)
         ranges = self.store.shard_ranges(self.split)
         capacity = self.block_images + max(stop - start for start, stop in ranges) + batch
         images = np.empty((capacity, *self.image_shape), np.float32)
