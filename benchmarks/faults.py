@@ -1,9 +1,9 @@
 """Fault injection: a 10-hospital federation with crashing, slow and hostile hospitals, in one run.
 
-Each case runs the real ServerApp logic (`server_app.run_rounds`) and the real ClientApp, in one
-process through `fedgan.federation.inprocess.InProcessGrid`, with some hospitals replaced by the
-faults of `inprocess.FAULTS`. The coordinator-kill case runs `fedgan federate` on Flower's
-simulation engine in a subprocess, SIGKILLs it in the middle of round 2, and resumes it.
+Each case runs the real ServerApp logic and the real ClientApp in one process, without an engine
+(`inprocess.run_in_process`), with some hospitals replaced by the faults of `inprocess.FAULTS`. The
+coordinator-kill case runs `fedgan federate` on Flower's simulation engine in a subprocess, SIGKILLs
+it in the middle of round 2, and resumes it.
 
 For each case: did the run finish, how far its final model is from the run without faults, and
 how far from the run in which the same hospitals simply crash (0: the attack changed nothing
@@ -27,15 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Context, RecordDict
 
 from fedgan.config import AGGREGATIONS, AlgorithmConfig, GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
 from fedgan.federation.failures import RoundFailed
-from fedgan.federation.inprocess import FAULTS, SLOW_SECONDS, Fault, InProcessGrid
-from fedgan.federation.server_app import run_rounds
+from fedgan.federation.inprocess import FAULTS, SLOW_SECONDS, Fault, run_in_process
 from fedgan.federation.settings import FederationSettings, SecAggSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
@@ -100,13 +98,7 @@ def in_process(store: Path, run: Path, faults: dict[int, Fault], secagg: bool, a
     settings = with_partition_sizes(Store(store), settings, SecAggSettings() if secagg else None)
     started, error = time.perf_counter(), ""
     try:
-        run_rounds(
-            InProcessGrid(HOSPITALS, faults),
-            Context(1, 0, {}, RecordDict(), {}),
-            settings,
-            global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))),
-            0,
-        )
+        run_in_process(settings, global_weights(new_state(MODEL, LOCAL, torch.device("cpu"))), 0, faults=faults)
     except RoundFailed as exc:
         error = str(exc)
     return summary(run, time.perf_counter() - started, error)

@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--balance-grades", action="store_true", help="every member draws each grade equally often (--balance-grades)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-federated"))
     parser.add_argument(
         "--reprint", action="store_true", help="print the table of the results already in --out, training nothing"
@@ -107,7 +110,9 @@ def main() -> None:
         conditional=True,
         init=args.init,
         progress=False,
-        train_config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+        train_config=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, balance_grades=args.balance_grades
+        ),
     )
     del central
     results.append(
@@ -130,7 +135,12 @@ def main() -> None:
                 partition_kind="label-split",
                 rounds=rounds,
                 model_config=model,
-                train_config=TrainConfig(epochs=args.local_epochs, batch_size=args.batch_size, seed=args.seed),
+                train_config=TrainConfig(
+                    epochs=args.local_epochs,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    balance_grades=args.balance_grades,
+                ),
                 conditional=True,
                 init=args.init,
                 algorithm=AlgorithmConfig(name),
@@ -154,6 +164,7 @@ def print_table(results: list[dict], store: Store, args: argparse.Namespace) -> 
         f"\nstore {args.store}, label-split, {args.epochs} epochs of images seen by each member, G "
         f"{args.generator_width} / "
         f"D {args.discriminator_width}, batch {args.batch_size}, {torch.get_num_threads()} threads"
+        + (", balanced grades" if args.balance_grades else "")
     )
     print(
         f"{'member':<12} {'clients':>7} {'KID (structure) [95 %]':>30} {'KID/central':>11} {'prec':>5} {'rec':>5} "

@@ -56,3 +56,14 @@ def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+@pytest.fixture()
+def in_process(monkeypatch: pytest.MonkeyPatch, flower_task: None) -> None:
+    """`federate` and `resume_federation` run their rounds in this process instead of on Flower's
+    simulation engine: the same ServerApp and ClientApp, without the engine's start of 15 s or more
+    a run. The engine itself is tested by test_federation's label-split and skewed runs and the
+    command line, and the deployment engine by test_deployment."""
+    from fedgan.federation import inprocess, simulate
+
+    monkeypatch.setattr(simulate, "start_engine", inprocess.run_in_process)

@@ -135,7 +135,7 @@ def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("in_process")
 def test_fedadam_federates_and_resumes_exactly(fundus_set: Path, tmp_path: Path) -> None:
     """FedAdam's moments and bias correction continue across a resume (the round count too)."""
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)

@@ -15,6 +15,7 @@ import pytest
 from fedgan.cli import build_parser, main
 from fedgan.commands.common import MODEL, TRAIN, shown
 from fedgan.config import FEDERATION, AlgorithmConfig, PreprocessConfig, StoreConfig, from_dict
+from fedgan.demo import QUICK, raw_data
 
 COMMANDS = [
     ["synth"],
@@ -36,7 +37,7 @@ COMMANDS = [
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fedgan", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fedgan", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -211,8 +212,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert metrics["paper_realism"]["reference"] == str((demo / "runs" / "fundus-conditional").resolve())
     assert "realism (paper)" in result.stdout and "grader kappa" in result.stdout
     assert "[data.fundus]" in (demo / "config.toml").read_text()
-    again = run("demo", "--quick", "--out", str(demo), "-q")  # reuses the generated data, re-prepares
-    assert again.returncode == 0 and "reused the fundus photographs" in again.stdout
+    stamps = {p: p.stat().st_mtime_ns for p in (demo / "data").rglob("*") if p.is_file()}
+    _, _, lines = raw_data(demo, QUICK, fresh=False, workers=1, progress=False)  # a second demo's first step
+    assert any(line.startswith("reused the fundus photographs") for line in lines)
+    assert any(line.startswith("reused the CT series") for line in lines)
+    assert {p: p.stat().st_mtime_ns for p in (demo / "data").rglob("*") if p.is_file()} == stamps
 
 
 def test_certs_make_a_ca_a_superlink_certificate_and_hospital_keys(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ def test_dp_sgd_on_the_unet_spends_its_epsilon_and_resumes_with_it(fundus_store:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("in_process")
 def test_a_ddpm_federates_for_two_rounds_resumes_and_aggregates_securely(fundus_store: Path, tmp_path: Path) -> None:
     """FedAvg over the UNet (and its moving average): each round's global denoiser is the mean of
     the hospitals', the run folder is a federation's, a resumed run ends where a straight one does,

@@ -105,6 +105,7 @@ def test_three_hospitals_two_rounds_partition_honoured(store: Path, label_split_
     assert [e.step for e in events.Images("samples")] == [1, 2]
 
 
+@pytest.mark.usefixtures("in_process")
 def test_resume_continues_after_the_last_round(store: Path, tmp_path: Path) -> None:
     straight = federate(
         store, tmp_path / "a", clients=2, partition_kind="iid", rounds=2, model_config=TINY, train_config=LOCAL
@@ -122,6 +123,7 @@ def test_resume_continues_after_the_last_round(store: Path, tmp_path: Path) -> N
         resume_federation(stopped)
 
 
+@pytest.mark.usefixtures("in_process")
 def test_init_from_a_pretrained_checkpoint(store: Path, tmp_path: Path) -> None:
     grouped = GANConfig(**{**TINY.__dict__, "norm": "group"})  # no running statistics to drift
     pretrained = train_centralised(
@@ -251,6 +253,7 @@ def test_a_failing_hospital_is_left_out_with_its_reason(skewed_run: Path) -> Non
     assert "Hospital replies left out" in page and "has 1 training image" in page
 
 
+@pytest.mark.usefixtures("in_process")
 def test_too_few_successful_hospitals_fail_the_round(skewed_store: Path, tmp_path: Path) -> None:
     with pytest.raises(FedGANError, match=r"stopped after round 0 of 1: round 1: only 2 hospital\(s\)"):
         federate(
@@ -279,6 +282,7 @@ def test_global_model_with_averaged_batch_norm_works_on_every_hospital(store: Pa
     assert fakes.std(dim=0).mean() > 1e-3  # not one image repeated
 
 
+@pytest.mark.usefixtures("in_process")
 def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(
     store: Path, label_split_run: Path, tmp_path: Path
 ) -> None:
@@ -307,6 +311,7 @@ def test_secure_aggregation_equals_fedavg_within_the_quantisation_bound(
     assert read_config(run)["config"]["secagg"]["max-weight"] == max(sizes)
 
 
+@pytest.mark.usefixtures("in_process")
 def test_secure_aggregation_survives_a_hospital_dropping_out(
     skewed_store: Path, skewed_run: Path, tmp_path: Path
 ) -> None:
@@ -354,6 +359,7 @@ def test_report_of_a_federated_run_shows_hospitals_rounds_and_communication(labe
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched when opened
 
 
+@pytest.mark.usefixtures("in_process")
 def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_resume(
     store: Path, tmp_path: Path
 ) -> None:
@@ -384,6 +390,7 @@ def test_dp_federation_reports_each_hospitals_epsilon_and_continues_it_after_res
     )
 
 
+@pytest.mark.usefixtures("in_process")
 def test_client_level_dp_wraps_fedavg_and_accounts_each_round(store: Path, tmp_path: Path) -> None:
     from fedgan.federation.settings import ClientDP
     from fedgan.training.privacy import epsilon

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Message
 from helpers import LOCAL, TINY, small_store
 
 from fedgan.config import AlgorithmConfig, GANConfig, TrainConfig
@@ -20,10 +20,9 @@ from fedgan.errors import FedGANError
 from fedgan.federation import keys
 from fedgan.federation.algorithms import check_algorithm
 from fedgan.federation.failures import RoundFailed
-from fedgan.federation.inprocess import FAULTS, Fault, InProcessGrid
+from fedgan.federation.inprocess import FAULTS, Fault, InProcessGrid, run_in_process
 from fedgan.federation.registry import read_registry
 from fedgan.federation.screening import form_problem, oversized, weight_problem
-from fedgan.federation.server_app import run_rounds
 from fedgan.federation.settings import ClientDP, FederationSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
@@ -42,9 +41,7 @@ def federation(
     settings = FederationSettings(store, run, hospitals, "iid", rounds, TINY, train, **options)
     settings = with_partition_sizes(Store(store), settings, None)
     run.mkdir(parents=True)
-    grid = InProcessGrid(hospitals, faults)
-    run_rounds(grid, None, settings, global_weights(new_state(TINY, LOCAL, torch.device("cpu"))), 0)  # type: ignore[arg-type]
-    return grid
+    return run_in_process(settings, global_weights(new_state(TINY, LOCAL, torch.device("cpu"))), 0, faults=faults)
 
 
 def lines(run: Path) -> list[dict]:
@@ -203,12 +200,8 @@ def test_dp_steps_a_failed_round_released_are_remembered(store: Path, tmp_path: 
     settings = with_partition_sizes(Store(store), settings, None)
     settings.run.mkdir()
     with pytest.raises(RoundFailed, match="round 1: only 2"):
-        run_rounds(
-            InProcessGrid(3, {3: FAULTS["crash"]}),
-            None,
-            settings,  # type: ignore[arg-type]
-            global_weights(new_state(grouped, private, torch.device("cpu"))),
-            0,
+        run_in_process(
+            settings, global_weights(new_state(grouped, private, torch.device("cpu"))), 0, faults={3: FAULTS["crash"]}
         )
     assert sorted(read_ledger(settings.run)) == ["0", "1"] and lines(settings.run) == []
 
@@ -237,12 +230,11 @@ def test_secure_aggregation_retries_a_halted_round_without_the_hospitals_that_dr
     settings = FederationSettings(store, tmp_path / "run", 10, "iid", 2, TINY, LOCAL)
     settings = with_partition_sizes(Store(store), settings, SecAggSettings())
     settings.run.mkdir()
-    run_rounds(
-        InProcessGrid(10, dict.fromkeys((8, 9, 10), FAULTS["crash"])),
-        Context(1, 0, {}, RecordDict(), {}),
+    run_in_process(
         settings,
         global_weights(new_state(TINY, LOCAL, torch.device("cpu"))),
         0,
+        faults=dict.fromkeys((8, 9, 10), FAULTS["crash"]),
     )
     records = lines(settings.run)
     assert [r["clients"] for r in records if r.get("aggregate")] == [7, 7]

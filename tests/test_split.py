@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from flwr.app import Message
 from helpers import CONDITIONAL, LOCAL, TINY, small_store
 
 from fedgan.config import AlgorithmConfig, TrainConfig
+from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
-from fedgan.federation.inprocess import InProcessGrid
+from fedgan.federation.inprocess import InProcessGrid, run_in_process
 from fedgan.federation.recorder import RoundRecorder
 from fedgan.federation.settings import FederationSettings
 from fedgan.federation.simulate import federate
@@ -130,3 +134,42 @@ def test_mdgan_refuses_what_it_cannot_run(tmp_path: Path) -> None:
         federate(tmp_path, tmp_path / "x", clients=3, secagg=SecAggSettings(), algorithm=AlgorithmConfig("mdgan"))
     with pytest.raises(FedGANError, match="--fraction must be 1"):
         federate(tmp_path, tmp_path / "x", clients=3, fraction=0.5, algorithm=AlgorithmConfig("mdgan"))
+
+
+def test_balanced_grades_send_every_held_grade_equally_often(
+    fundus_set: Path, tmp_path: Path, flower_task: None
+) -> None:
+    """--balance-grades under mdgan: the server draws its fakes' grades uniformly over the grades
+    some hospital holds, not in proportion to the pooled images (40 % grade 0 in this store)."""
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
+    shares = {}
+    for balanced in (False, True):
+        sent: list[np.ndarray] = []
+
+        def record(message: Message, honest: Callable[[], Message], sent: list[np.ndarray] = sent) -> Message:
+            if message.metadata.message_type.endswith(keys.JUDGE):
+                sent.append(message.content[keys.ARRAYS][keys.FAKE_GRADES].numpy())
+            return honest()
+
+        train = TrainConfig(epochs=6, batch_size=4, seed=2, balance_grades=balanced)
+        settings = FederationSettings(
+            store,
+            tmp_path / f"run-{balanced}",
+            1,
+            "label-split",
+            1,
+            CONDITIONAL,
+            train,
+            algorithm=AlgorithmConfig("mdgan"),
+        )
+        settings.run.mkdir()
+        run_in_process(
+            settings, global_weights(new_state(CONDITIONAL, train, torch.device("cpu"))), 0, faults={1: record}
+        )
+        grades = np.concatenate(sent)  # one hospital holding every grade judges every fake once
+        shares[balanced] = np.bincount(grades, minlength=5) / len(grades)
+        assert len(grades) == 6 * (len(Store(store).labels("train")) // 4) * 4
+    real = np.bincount(Store(store).labels("train"), minlength=5) / len(Store(store).labels("train"))
+    assert np.abs(shares[False] - real).max() < 0.1  # in proportion to the images...
+    assert np.abs(shares[True] - 0.2).max() < 0.08  # ...or every grade alike
+    assert shares[True][0] < real[0] - 0.1

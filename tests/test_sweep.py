@@ -21,6 +21,7 @@ def store(fundus_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_store(fundus_set, tmp_path_factory.mktemp("stores") / "sweep16", size=16, heldout=0.4)
 
 
+@pytest.mark.usefixtures("in_process")
 def test_sweep_compares_sizes_and_models_with_one_evaluator_and_resumes(store: Path, tmp_path: Path) -> None:
     train = TrainConfig(epochs=1, batch_size=4, sample_count=10)
     settings = SweepSettings(

@@ -130,18 +130,12 @@ def same_epochs(central_curve: list[dict], steps_per_epoch: int, federated_epoch
     )
 
 
-def run_demo(
-    out: Path,
-    *,
-    config: DemoConfig = DemoConfig(),
-    fresh: bool = False,
-    workers: int | None = None,
-    progress: bool = True,
-    device: torch.device = torch.device("cpu"),
-) -> str:
-    """Run the demo into `out`; returns the summary that is also saved as `out/summary.txt`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def raw_data(
+    out: Path, config: DemoConfig, *, fresh: bool, workers: int | None, progress: bool
+) -> tuple[Path, Path, list[str]]:
+    """The demo's photographs and CT series under `out/data`, written unless already there (or
+    `fresh`): generating them is the slow part a second `fedgan demo` need not repeat. Returns
+    their folders and the summary's lines about them."""
     lines = []
     fundus_raw, ct_raw = out / "data" / "eyepacs", out / "data" / "rsna-ct"
     if fresh or not (fundus_raw / "trainLabels.csv").is_file():
@@ -177,6 +171,22 @@ def run_demo(
         )
     else:
         lines.append(f"reused the CT series in {ct_raw}")
+    return fundus_raw, ct_raw, lines
+
+
+def run_demo(
+    out: Path,
+    *,
+    config: DemoConfig = DemoConfig(),
+    fresh: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    device: torch.device = torch.device("cpu"),
+) -> str:
+    """Run the demo into `out`; returns the summary that is also saved as `out/summary.txt`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fundus_raw, ct_raw, lines = raw_data(out, config, fresh=fresh, workers=workers, progress=progress)
     preprocess = PreprocessConfig(size=config.image_size)
     store_config = StoreConfig(seed=config.seed, heldout_fraction=config.heldout_fraction)
     stores = {"fundus": out / "stores" / "fundus", "ct": out / "stores" / "ct"}

@@ -16,14 +16,19 @@ from __future__ import annotations
 import copy
 import time
 import types
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS as SECAGG_CONFIGS
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from fedgan.federation import keys
+from fedgan.federation.server_app import run_rounds
+from fedgan.federation.settings import FederationSettings
 
 Fault = Callable[[Message, Callable[[], Message]], Message | None]
 
@@ -67,6 +72,21 @@ class InProcessGrid:
             replies.append(reply)
         self.replies += replies
         return replies
+
+
+def run_in_process(
+    settings: FederationSettings,
+    initial: OrderedDict[str, torch.Tensor],
+    start_round: int,
+    resumed: dict[str, Any] | None = None,
+    faults: dict[int, Fault] | None = None,
+) -> InProcessGrid:
+    """The ServerApp's rounds against the real ClientApp in this process: what
+    `fedgan.federation.simulate.start_engine` runs on Flower's engine, without its start-up time.
+    Flower's task identity must be set, as its engines set it (tests: the `flower_task` fixture)."""
+    grid = InProcessGrid(settings.clients, faults)
+    run_rounds(grid, Context(1, 0, {}, RecordDict(), {}), settings, initial, start_round, resumed)  # type: ignore[arg-type]
+    return grid
 
 
 def with_arrays(

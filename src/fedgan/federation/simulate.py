@@ -71,12 +71,15 @@ class FlowerNoise(logging.Filter):
         return not record.getMessage().startswith(self.NOISE)
 
 
-def run_engine(
+def start_engine(
     settings: FederationSettings,
     initial: OrderedDict[str, torch.Tensor],
     start_round: int,
     resumed: dict[str, Any] | None = None,
 ) -> None:
+    """Flower's simulation engine: the ServerApp in this process, each hospital's ClientApp in
+    the engine's workers. `fedgan.federation.inprocess.run_in_process` takes the same arguments
+    and runs the same apps without an engine (what the tests use where the engine is not tested)."""
     os.environ.update(FLOWER_ENVIRONMENT)
     flower_log = logging.getLogger("flwr")
     if not any(isinstance(f, FlowerNoise) for f in flower_log.filters):
@@ -87,17 +90,27 @@ def run_engine(
 
     gpus = 1.0 / settings.clients if torch.cuda.is_available() else 0.0
     cpus = settings.client_cpus or default_workers()
+    run_simulation(
+        server_app=make_server_app(settings, initial, start_round, resumed),
+        client_app=client_app,
+        num_supernodes=settings.clients,
+        backend_config={
+            "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
+            "init_args": {"log_to_driver": True},
+        },
+    )
+
+
+def run_engine(
+    settings: FederationSettings,
+    initial: OrderedDict[str, torch.Tensor],
+    start_round: int,
+    resumed: dict[str, Any] | None = None,
+) -> None:
+    """Rounds start_round+1 .. settings.rounds; a federation that stops early fails with its reason."""
     reason = "the simulation engine stopped early (see the log above)"
     try:
-        run_simulation(
-            server_app=make_server_app(settings, initial, start_round, resumed),
-            client_app=client_app,
-            num_supernodes=settings.clients,
-            backend_config={
-                "client_resources": {"num_cpus": cpus, "num_gpus": gpus},
-                "init_args": {"log_to_driver": True},
-            },
-        )
+        start_engine(settings, initial, start_round, resumed)
     except RuntimeError as exc:  # raised by the ServerApp, e.g. too few hospitals succeeded
         reason = str(exc)
     done = completed_rounds(settings.run) if RunFolder(settings.run).has_run() else 0
