@@ -4,7 +4,9 @@ Each recipe trains the same model on the same store for the same training second
 pauses the clock), from the same seed. Every `--eval-every` seconds the in-training probe
 measures KID on the store's fixed evaluator; at the end, FD, KID, precision, recall and coverage
 are measured over 5 independently drawn generated sets (95 % intervals), in both feature spaces
-(structure is the headline). With `--tstr`, a grader is trained on the generated images and
+(structure is the headline). For a conditional model, the grade kappa says whether the images
+carry their grades, as a grader trained on the real training split reads them ("GAN-test"), in
+the probe's curve and at the end. With `--tstr`, a grader is trained on the generated images and
 tested on real ones (kappa), beside the real-trained grader.
 
     python benchmarks/recipe_quality.py --store runs/demo/stores/fundus --budget 240
@@ -27,10 +29,11 @@ import torch
 from fedgan.config import GANConfig, TrainConfig, from_dict
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set
-from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, score
+from fedgan.evaluation.evaluator import SPACES, heldout_halves, real_baseline, real_trained_grader, score
 from fedgan.evaluation.fidelity import fidelity, over_draws
 from fedgan.evaluation.grader import train_grader
-from fedgan.evaluation.probe import QualityProbe
+from fedgan.evaluation.probe import QualityProbe, grade_agreement
+from fedgan.runfolder import GRADE_KAPPA
 from fedgan.training.data import InMemory
 from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import new_state, train_step
@@ -97,6 +100,8 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
         result[space] = over_draws(
             fidelity, probe.real[space], [probe.evaluator.embed(images, space) for images, _ in fakes]
         )
+    if fakes[0][1] is not None:  # GAN-test: do the images carry their grades, to a real-trained grader?
+        result["grade_kappa"] = grade_agreement(real_trained_grader(store_path, probe.evaluator), *fakes[0])
     if args.tstr:
         _, test = heldout_halves(store)
         test_images, test_labels = store.load("heldout", test)
@@ -161,11 +166,22 @@ def main() -> None:
         f"{baseline['real_pixel_spread']:.3f}): "
         + ", ".join(f"{r['variant']} {r['pixel_spread']:.3f}" for r in results)
     )
+    if "grade_kappa" in baseline:
+        print(
+            "grade kappa (a real-trained grader on the generated images, against their grades): "
+            + ", ".join(f"{r['variant']} {r['grade_kappa']:.3f}" for r in results)
+        )
     if args.tstr:
         print("TSTR kappa: " + ", ".join(f"{r['variant']} {r['tstr']['kappa']:.3f}" for r in results))
-    print("\nKID (structure) against training seconds:")
+    print("\nKID (structure) against training seconds, with the grade kappa of conditional generators:")
     for r in results:
-        print(f"  {r['variant']:<40} " + "  ".join(f"{p['seconds']:.0f}s:{p['kid']:.3f}" for p in r["curve"]))
+        print(
+            f"  {r['variant']:<40} "
+            + "  ".join(
+                f"{p['seconds']:.0f}s:{p['kid']:.3f}" + (f" ({p[GRADE_KAPPA]:.2f})" if GRADE_KAPPA in p else "")
+                for p in r["curve"]
+            )
+        )
 
 
 if __name__ == "__main__":

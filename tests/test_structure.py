@@ -4,22 +4,37 @@ measures a real generator in both spaces."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import CONDITIONAL
+from helpers import CONDITIONAL, TINY, small_store
 
 from fedgan.config import PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.data.store import Store
-from fedgan.evaluation.evaluator import HEADLINE, SPACES, load_evaluator
+from fedgan.evaluation.evaluator import (
+    HEADLINE,
+    REAL_GRADER_FILE,
+    SPACES,
+    evaluator_folder,
+    heldout_halves,
+    load_evaluator,
+    real_baseline,
+    real_trained_grader,
+    score,
+)
 from fedgan.evaluation.fidelity import fd
+from fedgan.evaluation.grader import predict_grades
 from fedgan.evaluation.probe import QualityProbe
+from fedgan.evaluation.results import REAL_TRAINED
 from fedgan.evaluation.structure import StructureSpace, raw_features
+from fedgan.runfolder import GRADE_KAPPA
 from fedgan.training.loop import new_state
 
 
@@ -118,7 +133,51 @@ def test_probe_measures_a_generator_in_both_spaces(fundus_set: Path, tmp_path: P
     )
     first, again = probe(state), probe(state)
     assert (
-        set(first) == {"kid", "fd", "kid_grader", "fd_grader"} and first == again
+        set(first) == {"kid", "fd", "kid_grader", "fd_grader", GRADE_KAPPA} and first == again
     )  # fixed noise: same model, same numbers
-    assert all(np.isfinite(v) for v in first.values()) and first["fd"] > 0
+    assert all(np.isfinite(v) for v in first.values()) and first["fd"] > 0 and -1 <= first[GRADE_KAPPA] <= 1
     assert set(SPACES) == {"structure", "grader"}
+    assert GRADE_KAPPA not in probe(new_state(TINY, TrainConfig(), torch.device("cpu")))  # no grades asked for
+
+    # The grader that reads the grades is the real baseline's, trained once on the training split.
+    grader = real_trained_grader(store, evaluator)
+    assert (evaluator_folder(Store(store)) / REAL_GRADER_FILE).is_file()
+    images, labels = Store(store).load("train")
+    assert np.array_equal(predict_grades(grader, images), predict_grades(probe.grader, images))
+    _, test = heldout_halves(Store(store))
+    assert real_baseline(store, evaluator)[REAL_TRAINED] == score(grader, *Store(store).load("heldout", test))
+
+
+class BrightnessGrader(torch.nn.Module):
+    """Reads grade g from an image of mean brightness g / 4 (in [0, 1] after mapping from [-1, 1])."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grade = ((images.mean(dim=(1, 2, 3)) + 1) / 2 * 4).round().long().clamp(0, 4)
+        return torch.nn.functional.one_hot(grade, 5).float()
+
+
+class Painter(torch.nn.Module):
+    """A stand-in generator: flat images whose brightness encodes the grade asked for, or a grade of its own."""
+
+    def __init__(self, follows_grades: bool) -> None:
+        super().__init__()
+        self.follows_grades = follows_grades
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        grades = labels if self.follows_grades else (z[:, 0].abs() * 10).long() % 5
+        return (grades.float() / 4 * 2 - 1).view(-1, 1, 1, 1).expand(-1, 1, 16, 16)
+
+
+def test_grade_kappa_is_one_when_images_carry_their_grades_and_near_zero_when_not(
+    fundus_set: Path, tmp_path: Path
+) -> None:
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.4)
+    probe = dataclasses.replace(QualityProbe.for_store(store, count=400), grader=BrightnessGrader())
+    probe.grade_frequencies = np.full(5, 0.2)
+    kappas = {
+        follows: probe(SimpleNamespace(model_config=CONDITIONAL, sampler=Painter(follows), device=torch.device("cpu")))[
+            GRADE_KAPPA
+        ]
+        for follows in (True, False)
+    }
+    assert kappas[True] == pytest.approx(1.0) and abs(kappas[False]) < 0.15

@@ -42,6 +42,7 @@ AGGREGATE = "aggregate"  # a federated line that closes a round
 SECONDS = "seconds"
 KID = "kid"
 FD = "fd"
+GRADE_KAPPA = "grade_kappa"  # in-training: do a conditional generator's images carry their grades (probe.py)
 
 
 @dataclasses.dataclass(frozen=True)

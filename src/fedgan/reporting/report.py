@@ -39,7 +39,17 @@ from fedgan.evaluation.results import (  # noqa: E402
     VALUE,
     read_result,
 )
-from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, STEP, RunFolder, is_federated, quality_points  # noqa: E402
+from fedgan.runfolder import (  # noqa: E402
+    AGGREGATE,
+    GRADE_KAPPA,
+    KID,
+    ROUND,
+    SECONDS,
+    STEP,
+    RunFolder,
+    is_federated,
+    quality_points,
+)
 from fedgan.training.grids import image_grid  # noqa: E402
 
 STYLE = """
@@ -159,7 +169,9 @@ def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
         seconds = list(np.cumsum([r[SECONDS] for r in points]))
     else:
         progress, unit, seconds = [r[STEP] for r in points], STEP, [r[SECONDS] for r in points]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
+    graded = [r for r in points if GRADE_KAPPA in r]
+    fig, axes = plt.subplots(1, 3 if graded else 2, figsize=(16 if graded else 11, 3.4))
+    axes[1].sharey(axes[0])
     for key, label in ((KID, "structure (headline)"), (f"{KID}_grader", "grader")):
         values = [max(r.get(key, np.nan), 1e-6) for r in points]
         axes[0].plot(progress, values, marker="o", ms=3, label=label)
@@ -167,14 +179,24 @@ def quality_figure(lines: list[dict[str, Any]]) -> tuple[str, str] | None:
     axes[0].set(xlabel=unit, ylabel="KID (log scale)", yscale="log", title=f"KID against {unit}s")
     axes[1].set(xlabel="training seconds", title="KID against wall time")
     axes[0].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
     caption = (
         f"KID of {'the global model after each round' if federated else 'the moving-average generator every few steps'}"
         " on a "
         "fixed-noise sample, against the real training split, with the store's fixed evaluator (lower is better). "
         "checkpoints/best holds the lowest structure KID."
     )
+    if graded:
+        axes[2].plot(
+            [r[ROUND if federated else STEP] for r in graded], [r[GRADE_KAPPA] for r in graded], marker="o", ms=3
+        )
+        axes[2].axhline(0, color="grey", lw=0.8)
+        axes[2].set(xlabel=unit, ylabel="quadratic kappa", ylim=(-0.2, 1), title="Do the images carry their grades?")
+        caption += (
+            " Right: how well a grader trained on the real training split reads the grades the images were "
+            "generated for (quadratic kappa; 0 is chance, real held-out images score the grader's own kappa)."
+        )
+    for ax in axes:
+        ax.grid(alpha=0.3)
     return png(fig), caption
 
 

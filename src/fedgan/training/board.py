@@ -19,7 +19,19 @@ from fedgan.errors import FedGANError
 from fedgan.runfolder import AGGREGATE, EVAL, ROUND, STEP
 
 #: what is drawn; everything else in a line (counts, bytes, ids) is left to the report
-SCALARS = ("d_loss", "g_loss", "d_real", "d_fake", "kid", "fd", "kid_grader", "fd_grader", "epsilon", "images_per_s")
+SCALARS = (
+    "d_loss",
+    "g_loss",
+    "d_real",
+    "d_fake",
+    "kid",
+    "fd",
+    "kid_grader",
+    "fd_grader",
+    "grade_kappa",
+    "epsilon",
+    "images_per_s",
+)
 
 
 class Board:
