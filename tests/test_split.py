@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, Message
 from helpers import CONDITIONAL, LOCAL, TINY, small_store
 
 from fedgan.config import AlgorithmConfig, TrainConfig
@@ -173,3 +173,51 @@ def test_balanced_grades_send_every_held_grade_equally_often(
     assert np.abs(shares[False] - real).max() < 0.1  # in proportion to the images...
     assert np.abs(shares[True] - 0.2).max() < 0.08  # ...or every grade alike
     assert shares[True][0] < real[0] - 0.1
+
+
+def test_a_hospital_left_out_mid_round_rejoins_and_oversized_gradients_are_scaled_down(
+    fundus_set: Path, tmp_path: Path, flower_task: None
+) -> None:
+    """Hospital 1 misses an exchange of round 1 (left out for the rest of it) and judges again in
+    round 2, from the last exchange it judged. Hospital 2 answers with 1e6 times its gradients:
+    they are scaled down to 10x the median every exchange, and it stays in the run."""
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
+
+    def silent_once(message: Message, honest: Callable[[], Message]) -> Message | None:
+        config = message.content[keys.CONFIG]
+        if message.metadata.message_type.endswith(keys.JUDGE) and (
+            int(config[keys.GLOBAL_ROUND]),
+            int(config[keys.EXCHANGE]),
+        ) == (1, 2):
+            honest()  # it judged, but its answer never arrived
+            return None
+        return honest()
+
+    def loud(message: Message, honest: Callable[[], Message]) -> Message:
+        reply = honest()
+        if message.metadata.message_type.endswith(keys.JUDGE):
+            louder = reply.content[keys.ARRAYS][keys.GRADIENTS].numpy() * np.float32(1e6)
+            reply.content[keys.ARRAYS] = ArrayRecord({keys.GRADIENTS: Array(louder)})
+        return reply
+
+    settings = FederationSettings(
+        store, tmp_path / "run", 3, "iid", 2, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=1)
+    )
+    settings.run.mkdir()
+    run_in_process(
+        settings,
+        global_weights(new_state(CONDITIONAL, LOCAL, torch.device("cpu"))),
+        0,
+        faults={2: silent_once, 3: loud},
+    )
+    lines = [json.loads(x) for x in (settings.run / "metrics.jsonl").read_text().splitlines()]
+    hospitals = {(x["round"], x["client"]): x for x in lines if "client" in x}
+    assert sorted(hospitals) == [(1, 0), (1, 2), (2, 0), (2, 1), (2, 2)]  # hospital 1 back in round 2
+    assert [x["failed"] for x in lines if "failed" in x and not x.get("aggregate")] == [
+        "no reply within the round timeout (3600 s)"
+    ]
+    steps = len(Store(store).labels("train")) // LOCAL.batch_size  # one exchange per step
+    assert hospitals[(1, 2)]["gradient_clips"] == hospitals[(2, 2)]["gradient_clips"] == steps
+    assert all("gradient_clips" not in hospitals[key] for key in ((1, 0), (2, 0), (2, 1)))
+    generator = read_checkpoint(settings.run)["generator"]
+    assert all(bool(torch.isfinite(v.float()).all()) for v in generator.values())

@@ -53,6 +53,7 @@ CLIPPED = "clipped"  # SecAgg+: share of update values clipped to the range
 LARGEST_UPDATE = "largest-update"  # SecAgg+: largest absolute update value before clipping
 BYTES_RECEIVED = "bytes-received"  # mdgan: what this hospital received and sent this round (they differ by hospital)
 BYTES_SENT = "bytes-sent"
+GRADIENT_CLIPS = "gradient-clips"  # mdgan: exchanges in which the server scaled this hospital's gradients to its bound
 
 #: aggregation weighting -> the metric that holds each hospital's weight
 WEIGHTINGS = {"examples": NUM_EXAMPLES, "unweighted": UNIT_WEIGHT}

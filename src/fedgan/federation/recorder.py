@@ -15,6 +15,7 @@ import torch
 
 from fedgan.config import NUM_GRADES
 from fedgan.federation import keys
+from fedgan.federation.screening import NORM_FACTOR
 from fedgan.federation.settings import FederationSettings
 from fedgan.federation.weights import load_global_weights
 from fedgan.runfolder import AGGREGATE, KID, ROUND, SECONDS, RunFolder, append_lines
@@ -119,6 +120,16 @@ class RoundRecorder:
                         100 * m[keys.CLIPPED],
                         m[keys.LARGEST_UPDATE],
                     )
+            if m.get(keys.GRADIENT_CLIPS):
+                line["gradient_clips"] = m[keys.GRADIENT_CLIPS]
+                log.warning(
+                    "round %d: hospital %s answered above %gx the median per-image gradient norm in %d exchange(s); "
+                    "scaled down to that bound",
+                    global_round,
+                    m[keys.PARTITION_ID],
+                    NORM_FACTOR,
+                    m[keys.GRADIENT_CLIPS],
+                )
             self.lines.append(line)
         for node, reason in failed:
             log.warning("round %d: hospital on node %s left out: %s", global_round, node, reason)

@@ -55,19 +55,21 @@ def update_norm(arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.nda
     )
 
 
+def reference_median(norms: Mapping[Any, float], previous_median: float | None) -> float | None:
+    """The median the norm bound is relative to: of these norms when three or more (a median of
+    two cannot tell which one is wrong), else the previous one, else none."""
+    return float(np.median(list(norms.values()))) if len(norms) >= 3 else previous_median
+
+
 def oversized(norms: Mapping[Any, float], previous_median: float | None, factor: float = NORM_FACTOR) -> dict[Any, str]:
     """The replies whose update norm exceeds `factor` x the median: {who: reason}."""
-    if len(norms) >= 3:
-        median = float(np.median(list(norms.values())))
-    elif previous_median is not None:
-        median = previous_median
-    else:
+    median = reference_median(norms, previous_median)
+    if median is None:
         return {}
-    limit = factor * median
     return {
         who: f"update norm {norm:.3g} is above {factor:g}x the round's median ({median:.3g})"
         for who, norm in norms.items()
-        if norm > limit
+        if norm > factor * median
     }
 
 

@@ -150,6 +150,8 @@ def judge_for(
         return new_judge(model_config, own, images, labels, starting), folder, partition_id
     judge = new_judge(model_config, own, images, labels, None)
     path = folder / (CURRENT if exchange > 0 else f"round-{round_number - 1:04d}.pt")
+    if not path.exists() and exchange == 0 and (folder / CURRENT).exists():
+        path = folder / CURRENT  # left out of the last round's end (late or failed): from the last exchange it judged
     if not path.exists():
         raise ValueError(
             f"{path}: this hospital holds no discriminator to continue from (state lost, or it joined mid-run)"
