@@ -30,7 +30,7 @@ from fedgan.evaluation.results import headline
 from fedgan.federation.simulate import federate
 from fedgan.provenance import write_run_record
 from fedgan.reporting.report import build_report
-from fedgan.runfolder import KID, ROUND, STEP, RunFolder
+from fedgan.runfolder import GRADE_KAPPA, KID, ROUND, STEP, RunFolder
 from fedgan.training.run import train_centralised
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,11 @@ def run_demo(
         + ", ".join(f"step {r[STEP]}: {r[KID]:.3g}" for r in central_curve)
         + f"; sample grids (one row per grade 0-4) in {runs['train'] / 'samples'}"
     )
+    lines.append(
+        "grade kappa while training (a grader trained on the real training images, reading the grades the generated "
+        "images were asked for; 0 is chance, real images score the real-trained grader's kappa below): "
+        + ", ".join(f"step {r[STEP]}: {r[GRADE_KAPPA]:.2f}" for r in central_curve if GRADE_KAPPA in r)
+    )
     federate(
         stores["fundus"],
         runs["federated"],
@@ -274,7 +279,10 @@ def run_demo(
         algorithm=AlgorithmConfig(config.algorithm),
     )
     rounds = RunFolder(runs["federated"]).quality()
-    curve = ", ".join(f"round {r[ROUND]}: KID {r[KID]:.3g}" for r in rounds)
+    curve = ", ".join(
+        f"round {r[ROUND]}: KID {r[KID]:.3g}" + (f" (grade kappa {r[GRADE_KAPPA]:.2f})" if GRADE_KAPPA in r else "")
+        for r in rounds
+    )
     lines.append(
         f"federated the same model across {config.hospitals} simulated hospitals with Flower ({config.algorithm}, "
         "label-split, "
