@@ -221,3 +221,19 @@ def test_a_hospital_left_out_mid_round_rejoins_and_oversized_gradients_are_scale
     assert all("gradient_clips" not in hospitals[key] for key in ((1, 0), (2, 0), (2, 1)))
     generator = read_checkpoint(settings.run)["generator"]
     assert all(bool(torch.isfinite(v.float()).all()) for v in generator.values())
+
+
+def test_a_hospital_continues_from_an_earlier_round_but_never_from_ahead_of_the_server(tmp_path: Path) -> None:
+    from fedgan.federation.split_client import load_judge, new_judge, save_judge
+
+    images, labels = torch.rand(8, 1, 16, 16) * 2 - 1, torch.arange(8) % 5
+    start = new_state(CONDITIONAL, LOCAL, torch.device("cpu")).discriminator.state_dict()
+    saved = new_judge(CONDITIONAL, LOCAL, images, labels, start)
+    saved.steps = 7
+    save_judge(tmp_path, saved, (3, 2), keep=2, snapshot=False)
+    behind = new_judge(CONDITIONAL, LOCAL, images, labels, None)
+    load_judge(tmp_path / "current.pt", behind, 5, 0)  # missed round 4: rejoins with what it had
+    assert behind.steps == 7
+    for position in ((2, 0), (3, 1), (3, 4)):  # the server resumed from before it, or skipped an exchange
+        with pytest.raises(ValueError, match=r"at round/exchange \(3, 2\)"):
+            load_judge(tmp_path / "current.pt", new_judge(CONDITIONAL, LOCAL, images, labels, None), *position)

@@ -100,10 +100,13 @@ def save_judge(folder: Path, judge: Judge, position: tuple[int, int], keep: int,
 
 
 def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> None:
-    """Continue from `path`, which must hold the state just before (round_number, exchange)."""
+    """Continue from `path`, which must hold the state just before (round_number, exchange), or
+    at a round's start any earlier state: a hospital left out of rounds (late, failed) rejoins
+    with the discriminator it had, while one ahead of the server (which resumed from an older
+    checkpoint) must not go on with steps the server has not taken."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     found = tuple(data["position"])
-    if found != (round_number, exchange - 1) and not (exchange == 0 and found[0] == round_number - 1):
+    if found != (round_number, exchange - 1) and not (exchange == 0 and found[0] < round_number):
         expected = (round_number, exchange - 1) if exchange else (round_number - 1, "last")
         raise ValueError(
             f"{path}: this hospital's discriminator is at round/exchange {tuple(data['position'])}, "
@@ -151,7 +154,7 @@ def judge_for(
     judge = new_judge(model_config, own, images, labels, None)
     path = folder / (CURRENT if exchange > 0 else f"round-{round_number - 1:04d}.pt")
     if not path.exists() and exchange == 0 and (folder / CURRENT).exists():
-        path = folder / CURRENT  # left out of the last round's end (late or failed): from the last exchange it judged
+        path = folder / CURRENT  # left out of the end of a round (late or failed): from the last exchange it judged
     if not path.exists():
         raise ValueError(
             f"{path}: this hospital holds no discriminator to continue from (state lost, or it joined mid-run)"
