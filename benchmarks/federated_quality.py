@@ -6,6 +6,8 @@ For each member: KID (structure space, the headline) of the final moving-average
 the store's fixed evaluator, with a 95 % interval over generated sets; FD per grade for the
 grades held by at most two hospitals; training seconds (the engine's one-time start excluded:
 the sum of the rounds' own seconds). Every figure is also printed as a ratio to the baseline.
+The grade kappa says whether the images carry the grades they were generated for, as a grader
+trained on the real training split reads them (`fedgan.evaluation.probe.grade_agreement`).
 
     python benchmarks/federated_quality.py --store runs/demo/stores/fundus --clients 3,10 \\
         --algorithms fedavg,mdgan --epochs 48 --local-epochs 3 --init runs/demo/runs/ct-pretrain/checkpoints/latest
@@ -25,9 +27,9 @@ from fedgan.config import NUM_GRADES, AlgorithmConfig, GANConfig, TrainConfig
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set, per_grade
-from fedgan.evaluation.evaluator import HEADLINE
+from fedgan.evaluation.evaluator import HEADLINE, real_trained_grader
 from fedgan.evaluation.fidelity import fidelity, over_draws
-from fedgan.evaluation.probe import QualityProbe
+from fedgan.evaluation.probe import QualityProbe, grade_agreement
 from fedgan.federation.simulate import federate
 from fedgan.training.checkpoint import read_checkpoint, restore_state
 from fedgan.training.grids import save_fixed_grid
@@ -44,6 +46,7 @@ def measure(run: Path, probe: QualityProbe, store: Store, draws: int, seed: int)
     grades = per_grade(probe.real[HEADLINE], real_labels, probe.evaluator.embed(fakes[0][0], HEADLINE), fakes[0][1])
     save_fixed_grid(state, run.parent / f"{run.name}.png", 50, seed)
     return {
+        "grade_kappa": grade_agreement(real_trained_grader(store.path, probe.evaluator), *fakes[0]),
         "kid": headline["kid"],
         "precision": headline["precision"]["value"],
         "recall": headline["recall"]["value"],
@@ -168,7 +171,7 @@ def print_table(results: list[dict], store: Store, args: argparse.Namespace) -> 
     )
     print(
         f"{'member':<12} {'clients':>7} {'KID (structure) [95 %]':>30} {'KID/central':>11} {'prec':>5} {'rec':>5} "
-        f"{'rare-grade FD/central':>30} {'seconds':>8} {'time/central':>12}"
+        f"{'rare-grade FD/central':>30} {'seconds':>8} {'time/central':>12} {'grade kappa':>11}"
     )
     for r in results:
         few = [g for g, n in enumerate(holders(store, r["clients"], args.seed)) if n <= 2] if r["clients"] > 1 else []
@@ -181,7 +184,7 @@ def print_table(results: list[dict], store: Store, args: argparse.Namespace) -> 
         print(
             f"{r['member']:<12} {r['clients']:>7} {kid['value']:>10.3g} [{kid['low']:.3g}, {kid['high']:.3g}]".ljust(52)
             + f" {kid['value'] / base['kid']['value']:>11.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {rare:>30} "
-            f"{r['seconds']:>8.0f} {r['seconds'] / base['seconds']:>12.2f}"
+            f"{r['seconds']:>8.0f} {r['seconds'] / base['seconds']:>12.2f} {r.get('grade_kappa', float('nan')):>11.3f}"
         )
     print(f"sample grids in {args.out}/*.png")
 
