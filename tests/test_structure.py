@@ -131,7 +131,9 @@ def test_probe_measures_a_generator_in_both_spaces(fundus_set: Path, tmp_path: P
         TrainConfig(),
         torch.device("cpu"),
     )
-    first, again = probe(state), probe(state)
+    stream = torch.get_rng_state()
+    first, again = probe(state), probe(state)  # the first trains the grade kappa's grader...
+    assert torch.equal(torch.get_rng_state(), stream)  # ...without touching the training's random stream
     assert (
         set(first) == {"kid", "fd", "kid_grader", "fd_grader", GRADE_KAPPA} and first == again
     )  # fixed noise: same model, same numbers

@@ -51,7 +51,14 @@ class GraderTraining:
 def train_grader(
     images: np.ndarray, labels: np.ndarray, config: GraderTraining = GraderTraining(), device: str = "cpu"
 ) -> GradeNet:
-    """Train with class-balanced cross-entropy (screening data is mostly grade 0) and random flips."""
+    """Train with class-balanced cross-entropy (screening data is mostly grade 0) and random flips.
+    The caller's global random stream is left as it was: the in-training probe trains a grader
+    mid-run, and reseeding the run's stream there would make a resumed run differ."""
+    with torch.random.fork_rng():
+        return _train_grader(images, labels, config, device)
+
+
+def _train_grader(images: np.ndarray, labels: np.ndarray, config: GraderTraining, device: str) -> GradeNet:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = GradeNet(in_channels=images.shape[1]).to(device)
