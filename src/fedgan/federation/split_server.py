@@ -215,7 +215,7 @@ def run_split(
                 if median is not None and norm > NORM_FACTOR * median:  # scaled down, not left out: see module doc
                     answered[node] = answered[node] * (NORM_FACTOR * median / norm)
                     tallies[node].clips += 1
-            previous_median = median if len(norms) >= 3 else previous_median
+            previous_median = median  # reference_median already falls back to the previous one
             if len(tallies) < settings.min_successful:
                 raise RoundFailed(
                     f"round {global_round}: only {len(tallies)} hospital(s) answered, {settings.min_successful} "
