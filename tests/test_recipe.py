@@ -155,7 +155,22 @@ def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None
     assert apply_recipe("small-data", GANConfig(), TrainConfig()) == (GANConfig(), TrainConfig())
     with pytest.raises(FedGANError, match="unknown recipe"):
         apply_recipe("magic", GANConfig(), TrainConfig())
-    assert set(RECIPES) == {"small-data", "paper", "ddpm"}
+    assert set(RECIPES) == {"small-data", "paper", "ddpm", "graded"}
+
+
+def test_graded_recipe_keeps_lesions_in_view_and_needs_a_conditional_gan() -> None:
+    """`graded` is small-data with the grade head weighted 3, even grades and no cutout; flags still win."""
+    from fedgan.cli import build_parser
+    from fedgan.commands.common import model_configs
+
+    parse = build_parser().parse_args
+    model, train = model_configs(parse(["train", "--conditional", "--recipe", "graded", "--grade-weight", "2"]))
+    assert model.grade_head and train.balance_grades and train.grade_weight == 2
+    assert parse_policy(train.augment) == ("translation", "color") and train.loss == "hinge" and model.spectral_norm
+    with pytest.raises(FedGANError, match="add --conditional"):
+        model_configs(parse(["train", "--recipe", "graded"]))
+    with pytest.raises(FedGANError, match="--recipe graded is for the gan; --model is ddpm"):
+        model_configs(parse(["train", "--conditional", "--model", "ddpm", "--recipe", "graded"]))
 
 
 # --- the paper recipe, pinned -----------------------------------------------------------------

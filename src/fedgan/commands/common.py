@@ -234,7 +234,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
         choices=tuple(RECIPES),
         help=f"small-data (the GAN's default): DiffAugment, spectrally normalised D, hinge loss, EMA of G; paper: the "
         f"paper's DCGAN exactly; ddpm (the DDPM's default): Adam {DDPM_TRAIN.lr_generator:g} with beta1 "
-        f"{DDPM_TRAIN.beta1:g}, EMA, no augmentation. Applied before --config and the flags below, which override it",
+        f"{DDPM_TRAIN.beta1:g}, EMA, no augmentation; graded (with --conditional): small-data with D's grade head "
+        "weighted 3, grades drawn evenly and no cutout, which would hide the lesions that carry the grade. Applied "
+        "before --config and the flags below, which override it",
     )
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, help=epochs_help)
@@ -425,6 +427,8 @@ def model_configs(args: argparse.Namespace, kind: str | None = None, **train_def
                 f"--recipe {recipe} is for the {'ddpm' if recipe == 'ddpm' else 'gan'}; --model is {kind}"
             )
         recipe = default  # a sweep of several kinds: the recipe applies to its own kind
+    if recipe == "graded" and not getattr(args, "conditional", False):
+        raise FedGANError("--recipe graded trains a grade-conditional GAN: add --conditional")
     train_fields = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("seed", "sample_count"))
     model, train = apply_recipe(recipe, model_class(), TrainConfig(**train_defaults, seed=args.seed))
     if args.config:

@@ -13,6 +13,12 @@ before the user's own `--config` file and flags, which always win.
   helping at equal time (docs/recipe.md); R1 and resize-convolution upsampling stay optional.
 - `paper`: the paper's DCGAN exactly: BCE with a 0.9 real target, batch norm in both networks,
   Adam 2e-4 with beta1 = 0.5, no augmentation, no EMA.
+- `graded`: small-data for a grade-conditional GAN (`--conditional`): the discriminator's grade
+  head, weighted 3, grades drawn evenly, and DiffAugment without cutout. Why: cutout blanks a
+  quarter of every image D sees, and with it most of the few lesions that tell grade 2 from
+  grade 0, so D's grade signal is mostly noise; on the 2,000-image store it took the grade kappa
+  of the samples from 0.11 to 0.42 at 1,500 steps and the structure KID to 0.50 at 4,500
+  (docs/recipe.md, "A recipe for grades").
 - `ddpm`: the diffusion model's (`--model ddpm` chooses it): Adam 1e-3 with momentum, batches
   of 32, EMA, no augmentation.
 """
@@ -47,6 +53,10 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "lr_generator": 2e-4,
             "lr_discriminator": 2e-4,
         },
+    ),
+    "graded": (
+        {"grade_head": True},
+        {"augment": "translation,color", "balance_grades": True, "grade_weight": 3.0},
     ),
     # A DDPM regresses noise: no adversary, so no augmentation (the model would learn the augmented
     # images), Adam with momentum as in Ho et al. 2020, but 5x their 2e-4 and half the batch: at a
