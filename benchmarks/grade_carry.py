@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from recipe_quality import configs
+from recipe_quality import store_configs
 
-from fedgan.config import NUM_GRADES, GANConfig, TrainConfig
+from fedgan.config import NUM_GRADES
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set
 from fedgan.evaluation.evaluator import heldout_halves, real_trained_grader, score
@@ -37,7 +37,6 @@ from fedgan.evaluation.probe import QualityProbe, grade_agreement
 from fedgan.training.data import InMemory
 from fedgan.training.grids import save_fixed_grid
 from fedgan.training.loop import GANState, new_state, train_step
-from fedgan.training.run import model_config_for
 
 
 def head_kappa(state: GANState, images: np.ndarray, grades: np.ndarray) -> float | None:
@@ -60,12 +59,7 @@ def head_kappa(state: GANState, images: np.ndarray, grades: np.ndarray) -> float
 
 def run(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> list[dict]:
     store = Store(store_path)
-    base = model_config_for(
-        store,
-        GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
-        conditional=True,
-    )
-    model, train = configs(variant, base, TrainConfig(batch_size=args.batch_size, seed=args.seed))
+    model, train = store_configs(variant, store, args)
     images, grades = store.load("train")
     frequencies = np.bincount(grades, minlength=NUM_GRADES) / len(grades)
     data = InMemory(torch.from_numpy(images), torch.from_numpy(grades))

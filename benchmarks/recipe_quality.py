@@ -61,14 +61,19 @@ def configs(variant: str, model: GANConfig, train: TrainConfig) -> tuple[GANConf
     return model, train
 
 
-def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> dict:
-    store = Store(store_path)
+def store_configs(variant: str, store: Store, args: argparse.Namespace) -> tuple[GANConfig, TrainConfig]:
+    """A conditional model for `store` at the widths, batch and seed of `args`, with `variant`'s settings."""
     base_model = model_config_for(
         store,
         GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
         conditional=True,
     )
-    model, train = configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
+    return configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
+
+
+def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> dict:
+    store = Store(store_path)
+    model, train = store_configs(variant, store, args)
     data = InMemory(*(torch.from_numpy(a) for a in store.load("train")))
     state = new_state(model, train, torch.device("cpu"))
     trained, next_eval, curve = 0.0, args.eval_every, []
