@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from fedgan.data.partition import partition
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
-from fedgan.federation.local_data import hospital_data
+from fedgan.federation.local_data import held_bytes, hospital_data
 from fedgan.training.data import InMemory, Streamed, training_data
 from fedgan.training.run import resume_centralised, train_centralised
 
@@ -77,12 +79,29 @@ def test_a_streamed_run_resumes_exactly(store: Path, tmp_path: Path) -> None:
 def test_a_hospital_streams_only_its_own_partition(store: Path) -> None:
     labels = Store(store).labels("train")
     parts = partition(labels, 3, "label-split", 0)
-    data = hospital_data(str(store), "label-split", 3, 1, 0, 0.5, 6 * IMAGE_MB)
+    data = hospital_data(str(store), "label-split", 3, 1, 0, 0.5, 6 * IMAGE_MB, 6 * IMAGE_MB)
     assert isinstance(data, Streamed) and data.count == len(parts[1])
     assert np.array_equal(data.labels, labels[np.sort(parts[1])])
     seen = torch.cat([grades for _, grades in data.batches(seed=0, epoch=0, batch=2)])
     assert len(seen) == data.count // 2 * 2  # its images, each once, but a last odd one
     assert not Counter(seen.tolist()) - Counter(labels[parts[1]].tolist())
+
+
+def test_a_worker_keeps_every_hospital_it_serves_while_they_fit_its_budget(store: Path) -> None:
+    """Ten hospitals served in turn by one process: each decoded once while all fit the budget;
+    past it, the least recently used ones are dropped and decoded again when next asked for."""
+
+    def serve(seed: int, cache_mb: float) -> list[Any]:
+        return [hospital_data(str(store), "label-split", 10, p, seed, 0.5, math.inf, cache_mb) for p in range(10)]
+
+    first = serve(7, cache_mb=100.0)
+    assert all(isinstance(d, InMemory) for d in first)
+    assert all(a is b for a, b in zip(serve(7, cache_mb=100.0), first, strict=True))  # none decoded again
+    largest = max(held_bytes(d) for d in first) / 2**20
+    small = serve(8, cache_mb=largest)  # room for about one hospital: each new one evicts the oldest
+    again = serve(8, cache_mb=largest)
+    assert again[0] is not small[0] and torch.equal(again[0].images, small[0].images)
+    assert serve(7, cache_mb=100.0)[0] is not first[0]  # the first set was evicted too
 
 
 def test_balanced_batches_draw_every_grade_about_equally_and_repeat_with_the_seed() -> None:
