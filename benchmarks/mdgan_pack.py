@@ -68,15 +68,19 @@ def run(
     shares = grade_weights(dict(enumerate(counts)), NUM_GRADES)
     started, curve, done = time.perf_counter(), [], 0
     while done < args.steps:
-        draws = [draw_fakes(state, args.batch_size, pooled) for _ in range(min(pack, args.steps - done))]
+        draws = [
+            draw_fakes(state, args.batch_size, pooled, own_step=j == 0) for j in range(min(pack, args.steps - done))
+        ]
         answers: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in draws]
         for h, judge in enumerate(judges):
-            for j, (_, grades, fakes) in enumerate(draws):
-                pick = judged_by(counts[h], grades, args.batch_size)
+            for j, draw in enumerate(draws):
+                pick = judged_by(counts[h], draw.labels, args.batch_size)
                 if len(pick):
-                    answers[j].append((pick, shares[h][grades[pick]], judge.judge(fakes[pick], grades[pick])[0]))
-        for (z, grades, fakes), answer in zip(draws, answers, strict=True):
-            generator_step(state, z, grades, combine(args.batch_size, answer, tuple(fakes.shape[1:])))
+                    answers[j].append(
+                        (pick, shares[h][draw.labels[pick]], judge.judge(draw.fakes[pick], draw.labels[pick])[0])
+                    )
+        for draw, answer in zip(draws, answers, strict=True):
+            generator_step(state, draw, combine(args.batch_size, answer, tuple(draw.fakes.shape[1:])))
         previous, done = done, done + len(draws)
         if done // args.eval_every > previous // args.eval_every or done >= args.steps:
             curve.append((done, time.perf_counter() - started, probe(state)["kid"]))

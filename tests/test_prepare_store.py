@@ -195,6 +195,10 @@ def test_files_are_synced_before_they_are_renamed_into_place(tmp_path: Path, mon
     assert (
         events == ["fsync", "replace", "fsync"] and (tmp_path / "x.pt").read_bytes() == b"weights"
     )  # file, rename, folder
+    events.clear()  # a state that need not survive a power loss: still renamed whole into place, never synced
+    write_bytes_atomic(tmp_path / "x.pt", b"mid-round", durable=False)
+    assert events == ["replace"] and (tmp_path / "x.pt").read_bytes() == b"mid-round"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
 
 
 def test_overwrite_never_deletes_what_fedgan_did_not_write(fundus_set: Path, tmp_path: Path) -> None:

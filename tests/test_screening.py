@@ -22,7 +22,7 @@ from fedgan.federation.algorithms import check_algorithm
 from fedgan.federation.failures import RoundFailed
 from fedgan.federation.inprocess import FAULTS, Fault, InProcessGrid, run_in_process
 from fedgan.federation.registry import read_registry
-from fedgan.federation.screening import form_problem, oversized, weight_problem
+from fedgan.federation.screening import form_problem, oversized, update_norm, weight_problem
 from fedgan.federation.settings import ClientDP, FederationSettings
 from fedgan.federation.simulate import with_partition_sizes
 from fedgan.federation.weights import global_weights
@@ -64,6 +64,17 @@ def test_update_bound_is_relative_to_the_median_and_falls_back_to_the_last_round
     assert oversized({1: 1.0, 2: 9.0, 3: 3.0}, None) == {}
     assert oversized({1: 1.0, 2: 1e6}, None) == {}  # two alone cannot say which is wrong...
     assert set(oversized({1: 1.0, 2: 1e6}, previous_median=1.5)) == {2}  # ...the last round's median can
+
+
+def test_update_norms_match_float64_and_an_absurd_update_is_refused() -> None:
+    rng = np.random.default_rng(0)
+    reference = {"a": rng.normal(size=(64, 300)).astype(np.float32), "b": rng.normal(size=7).astype(np.float32)}
+    honest = {k: v + rng.normal(scale=0.01, size=v.shape).astype(np.float32) for k, v in reference.items()}
+    exact = np.sqrt(sum(np.square(honest[k].astype(np.float64) - reference[k]).sum() for k in reference))
+    assert update_norm(honest, reference) == pytest.approx(exact, rel=1e-5)
+    huge = {k: v * np.float32(1e30) for k, v in honest.items()}  # finite, but its squares overflow float32
+    norms = {1: update_norm(honest, reference), 2: 1.1 * exact, 3: update_norm(huge, reference)}
+    assert norms[3] == np.inf and set(oversized(norms, None)) == {3}
 
 
 def test_weights_are_the_servers_not_the_hospitals() -> None:

@@ -45,10 +45,10 @@ def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
     for _ in range(2):
         train_epoch(central, InMemory(images, labels), train)
     for _ in range(6):  # 2 epochs of 3 steps
-        z, grades, fakes = draw_fakes(split, 4, None)
-        gradient, _ = hospital.judge(fakes, grades)
+        draw = draw_fakes(split, 4, None, own_step=True)  # one G forward a step, as the centralised loop
+        gradient, _ = hospital.judge(draw.fakes, draw.labels)
         generator_step(
-            split, z, grades, combine(4, [(torch.arange(4), torch.ones(4), gradient)], tuple(fakes.shape[1:]))
+            split, draw, combine(4, [(torch.arange(4), torch.ones(4), gradient)], tuple(draw.fakes.shape[1:]))
         )
     assert split.step == central.step == 6
     for name in ("generator", "discriminator"):
@@ -59,6 +59,30 @@ def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
                 assert torch.allclose(a, b, atol=1e-5), (name, key)
     for a, b in zip(central.generator_ema.parameters(), split.generator_ema.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_reusing_the_draws_forward_pass_changes_nothing_and_serves_only_its_own_step() -> None:
+    """An exchange's first G step backpropagates through the forward pass that made its images:
+    the weights, batch-norm statistics and moving average are those of a second forward pass."""
+    assert CONDITIONAL.norm == "batch"  # running statistics that a second forward pass would update
+    counts = torch.tensor([2.0, 1, 1, 0, 3])  # images per grade, as the hospitals report them
+    states = [new_state(CONDITIONAL, LOCAL, torch.device("cpu")) for _ in range(2)]
+    for reuse, state in zip((False, True), states, strict=True):
+        for _ in range(2):  # exchanges of 2 steps: the first may reuse its pass, the second may not
+            draws = [draw_fakes(state, 4, counts, own_step=reuse and j == 0) for j in range(2)]
+            for draw in draws:
+                generator_step(state, draw, draw.fakes.sign() * 0.1)  # any fixed gradient of the images
+    for name in ("generator", "generator_ema"):
+        for (key, a), b in zip(
+            getattr(states[0], name).state_dict().items(), getattr(states[1], name).state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), (name, key)
+    norms = [m for m in states[1].generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert {int(m.num_batches_tracked) for m in norms} == {states[1].step}  # only the G steps' own passes count
+    stale = draw_fakes(states[1], 4, counts, own_step=True)
+    generator_step(states[1], draw_fakes(states[1], 4, counts), torch.zeros_like(stale.fakes))
+    with pytest.raises(RuntimeError, match="G has changed"):
+        generator_step(states[1], stale, torch.zeros_like(stale.fakes))
 
 
 def test_a_grade_held_by_one_hospital_is_judged_by_that_hospital_only() -> None:

@@ -34,18 +34,23 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `path` so that after a crash or power loss it holds the old content or all of the new."""
+def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write `path` so that after a crash or power loss it holds the old content or all of the new.
+
+    `durable=False` keeps the atomic rename (no reader ever sees half a file) but skips both
+    syncs, for state that a power loss may lose because a durable copy exists to resume from."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # the data is on disk before the name points at it
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())  # the data is on disk before the name points at it
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs are ordinary files
         os.replace(tmp, path)
-        sync_folder(path.parent)
+        if durable:
+            sync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

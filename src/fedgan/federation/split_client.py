@@ -93,7 +93,9 @@ def save_judge(folder: Path, judge: Judge, position: tuple[int, int], keep: int,
         },
         buffer,
     )
-    write_bytes_atomic(folder / CURRENT, buffer.getvalue())
+    # a mid-round state need not survive a power loss: a resumed federation restarts the round from the
+    # last round's snapshot, so only that one is synced to disk
+    write_bytes_atomic(folder / CURRENT, buffer.getvalue(), durable=snapshot)
     if snapshot:
         write_bytes_atomic(folder / f"round-{position[0]:04d}.pt", buffer.getvalue())
         prune_checkpoints(folder, "round", keep)

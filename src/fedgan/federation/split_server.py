@@ -149,21 +149,22 @@ def run_split(
         tallies = {node: Tally(hospitals[node]) for node in nodes}
         failed: list[tuple[int | None, str]] = []
         for exchange, first in enumerate(range(0, steps, settings.algorithm.pack)):
-            draws = [draw_fakes(state, batch, pooled) for _ in range(min(settings.algorithm.pack, steps - first))]
+            draws = [
+                draw_fakes(state, batch, pooled, own_step=j == 0)
+                for j in range(min(settings.algorithm.pack, steps - first))
+            ]
             config = ConfigRecord({**base, keys.GLOBAL_ROUND: global_round, keys.EXCHANGE: exchange})
             config[keys.LAST_EXCHANGE] = first + settings.algorithm.pack >= steps
-            chosen = {node: [judged_by(counts[node], labels, batch) for _, labels, _ in draws] for node in tallies}
+            chosen = {node: [judged_by(counts[node], d.labels, batch) for d in draws] for node in tallies}
             messages = []
             for node, picks in chosen.items():
                 arrays = {
-                    keys.FAKES: Array(
-                        torch.cat([fakes[p] for (_, _, fakes), p in zip(draws, picks, strict=True)]).numpy()
-                    ),
+                    keys.FAKES: Array(torch.cat([d.fakes[p] for d, p in zip(draws, picks, strict=True)]).numpy()),
                     keys.FAKE_GRADES: Array(
                         np.concatenate(
                             [
-                                (labels[p].numpy() if labels is not None else np.zeros(len(p), np.int64))
-                                for (_, labels, _), p in zip(draws, picks, strict=True)
+                                (d.labels[p].numpy() if d.labels is not None else np.zeros(len(p), np.int64))
+                                for d, p in zip(draws, picks, strict=True)
                             ]
                         )
                     ),
@@ -189,7 +190,7 @@ def run_split(
                     continue
                 tally, metrics = tallies[node], reply.content[keys.METRICS]
                 gradients = torch.from_numpy(reply.content[keys.ARRAYS][keys.GRADIENTS].numpy())
-                expected = (sum(len(p) for p in chosen[node]), *draws[0][2].shape[1:])
+                expected = (sum(len(p) for p in chosen[node]), *draws[0].fakes.shape[1:])
                 if tuple(gradients.shape) != expected or not torch.isfinite(gradients).all():
                     failed.append(
                         (
@@ -224,18 +225,18 @@ def run_split(
             shares = grade_weights({node: counts[node] for node in answered}, NUM_GRADES) if conditional else None
             total_images = sum(int(hospitals[node][keys.NUM_EXAMPLES]) for node in answered)
             offsets = dict.fromkeys(answered, 0)
-            for j, (z, labels, fakes) in enumerate(draws):
+            for j, draw in enumerate(draws):
                 answers = []
                 for node, gradients in answered.items():
                     pick = chosen[node][j]
                     weight = (
-                        shares[node][labels[pick]]
+                        shares[node][draw.labels[pick]]
                         if shares is not None
                         else torch.full((len(pick),), int(hospitals[node][keys.NUM_EXAMPLES]) / total_images)
                     )
                     answers.append((pick, weight, gradients[offsets[node] : offsets[node] + len(pick)]))
                     offsets[node] += len(pick)
-                generator_step(state, z, labels, combine(batch, answers, tuple(fakes.shape[1:])))
+                generator_step(state, draw, combine(batch, answers, tuple(draw.fakes.shape[1:])))
         recorder.clients(global_round, [(node, t.metrics()) for node, t in tallies.items()], failed, 0, 0)
         recorder.end_round(server_round, global_weights(state))
 

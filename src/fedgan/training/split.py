@@ -14,8 +14,9 @@ tensors between processes. One generator step of the split is the centralised st
 
 With one hospital holding every image and one step per exchange, this is the centralised step
 (tested). Several steps travel in one exchange (`pack`): their fakes are made by G at the start
-of the exchange, and each G step applies its gradient to a fresh forward pass of the same z, a
-delay of at most pack - 1 steps, as MD-GAN's k batches per iteration.
+of the exchange, and each later G step applies its gradient to a fresh forward pass of the same
+z, a delay of at most pack - 1 steps, as MD-GAN's k batches per iteration. The first step reuses
+the forward pass that made its images (G has not changed since), one G forward fewer an exchange.
 """
 
 from __future__ import annotations
@@ -40,20 +41,36 @@ def frozen_batch_statistics(module: nn.Module) -> Iterator[None]:
     of an exchange are made once and made again in each G step, and only the G step's forward
     pass may count, as in the centralised loop's single forward pass."""
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
     for m in norms:
         m.momentum = 0.0
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved, strict=True):
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
-def draw_fakes(
-    state: GANState, count: int, grade_counts: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """z, grades (drawn in proportion to the hospitals' pooled images per grade) and G's images of them."""
+@dataclasses.dataclass
+class Draw:
+    """One generator step's noise, grades and images. `graph` is the forward pass that made the
+    images, kept when no G step comes between the draw and its own step (an exchange's first
+    draw): that step then backpropagates through it instead of running G a second time."""
+
+    z: torch.Tensor
+    labels: torch.Tensor | None
+    fakes: torch.Tensor
+    graph: torch.Tensor | None = None
+    at_step: int = -1
+
+
+def draw_fakes(state: GANState, count: int, grade_counts: torch.Tensor | None, *, own_step: bool = False) -> Draw:
+    """z, grades (drawn in proportion to the hospitals' pooled images per grade) and G's images of them.
+
+    `own_step`: this forward pass is the one the next G step counts (batch statistics and all), so
+    it keeps its graph; only the next G step may use it, since any other step changes G first."""
     labels = None
     if state.model_config.conditional and grade_counts is not None:
         labels = torch.multinomial(grade_counts.double(), count, replacement=True, generator=state.noise).to(
@@ -61,16 +78,25 @@ def draw_fakes(
         )
     z, labels = noise_and_grades(state, count, labels)
     state.generator.train()
+    if own_step:
+        with autocast(state.device):
+            images = state.generator(z, labels)
+        return Draw(z, labels, images.detach().float(), images, state.step)
     with torch.no_grad(), frozen_batch_statistics(state.generator), autocast(state.device):
         fakes = state.generator(z, labels).float()
-    return z, labels, fakes
+    return Draw(z, labels, fakes)
 
 
-def generator_step(state: GANState, z: torch.Tensor, labels: torch.Tensor | None, gradient: torch.Tensor) -> None:
-    """One G update from the gradient of the loss with respect to G's images of (z, labels)."""
+def generator_step(state: GANState, draw: Draw, gradient: torch.Tensor) -> None:
+    """One G update from the gradient of the loss with respect to G's images of the draw's (z, labels)."""
     state.generator.train()
-    with autocast(state.device):
-        images = state.generator(z, labels)
+    if draw.graph is not None:
+        if draw.at_step != state.step:
+            raise RuntimeError(f"a draw made at G step {draw.at_step} cannot serve step {state.step}: G has changed")
+        images, draw.graph = draw.graph, None
+    else:
+        with autocast(state.device):
+            images = state.generator(draw.z, draw.labels)
     state.opt_generator.zero_grad(set_to_none=True)
     images.float().backward(gradient.to(state.device))
     state.opt_generator.step()
