@@ -9,7 +9,7 @@ and for steady rounds. Each federation runs again with SecAgg+ (same hospitals, 
 the extra time of a steady secure round is printed as a share of that round.
 
     python benchmarks/federation_throughput.py [--images 480] [--rounds 3] [--clients 3,10] \\
-        [--client-cpus 0] [--no-secagg]
+        [--client-cpus 0] [--wire fp32|fp16] [--no-secagg]
 
 Goals: ratio <= 1.10; SecAgg+ <= 15 % of round time.
 """
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
+from fedgan.config import WIRES, AlgorithmConfig, GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.sources.synth_sets import write_fundus_set
 from fedgan.federation.settings import SecAggSettings
@@ -38,8 +38,11 @@ def main() -> None:
     parser.add_argument("--clients", default="3,10")
     parser.add_argument("--batch-size", type=int, default=16, help="the paper's 16")
     parser.add_argument("--client-cpus", type=int, default=0, help="cores per hospital (0: all, hospitals take turns)")
+    parser.add_argument("--wire", choices=WIRES, default="fp32", help="how hospitals send their models back")
     parser.add_argument("--no-secagg", dest="secagg", action="store_false", help="skip the SecAgg+ runs")
     args = parser.parse_args()
+    if args.wire != "fp32" and args.secagg:
+        parser.error("SecAgg+ sums float32 weights: --wire fp16 needs --no-secagg")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     train = TrainConfig(epochs=args.rounds, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +98,7 @@ def federation(
         train_config=TrainConfig(epochs=1, batch_size=args.batch_size),
         client_cpus=args.client_cpus,
         secagg=secagg,
+        algorithm=AlgorithmConfig(wire=args.wire),
     )
     wall = time.perf_counter() - started
     return wall, [
