@@ -133,9 +133,10 @@ def test_probe_measures_a_generator_in_both_spaces(fundus_set: Path, tmp_path: P
     )
     stream = torch.get_rng_state()
     first, again = probe(state), probe(state)  # the first trains the grade kappa's grader...
-    assert torch.equal(torch.get_rng_state(), stream)  # ...without touching the training's random stream
+    resumed = QualityProbe.for_store(store, count=32)(state)  # ...a resumed run's probe finds it cached...
+    assert torch.equal(torch.get_rng_state(), stream)  # ...and neither touches the training's random stream
     assert (
-        set(first) == {"kid", "fd", "kid_grader", "fd_grader", GRADE_KAPPA} and first == again
+        set(first) == {"kid", "fd", "kid_grader", "fd_grader", GRADE_KAPPA} and first == again == resumed
     )  # fixed noise: same model, same numbers
     assert all(np.isfinite(v) for v in first.values()) and first["fd"] > 0 and -1 <= first[GRADE_KAPPA] <= 1
     assert set(SPACES) == {"structure", "grader"}

@@ -37,7 +37,7 @@ from fedgan.atomic import write_bytes_atomic, write_text_atomic
 from fedgan.data.partition import stratified_holdout
 from fedgan.data.store import MANIFEST, Store
 from fedgan.errors import FedGANError
-from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, train_grader
+from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, saved_grader, train_grader
 from fedgan.evaluation.kappa import quadratic_weighted_kappa
 from fedgan.evaluation.results import REAL_TRAINED
 from fedgan.evaluation.structure import StructureSpace
@@ -144,10 +144,10 @@ def load_evaluator(store_path: Path, training: GraderTraining = GraderTraining()
         write_bytes_atomic(path, buffer.getvalue())
     data = path.read_bytes()
     saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    model = GradeNet(in_channels=int(saved["in_channels"]))
-    model.load_state_dict(saved["state"])
     structure = StructureSpace(saved["structure_mean"].numpy(), saved["structure_scale"].numpy())
-    return Evaluator(model.eval(), structure, hashlib.sha256(data).hexdigest(), path)
+    return Evaluator(
+        saved_grader(int(saved["in_channels"]), saved["state"]), structure, hashlib.sha256(data).hexdigest(), path
+    )
 
 
 def real_baseline(
@@ -186,9 +186,7 @@ def real_trained_grader(
     path = evaluator_folder(store) / REAL_GRADER_FILE
     saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
     if saved.get("evaluator_sha256") == evaluator.sha256 and saved.get("training") == dataclasses.asdict(training):
-        model = GradeNet(in_channels=int(saved["in_channels"]))
-        model.load_state_dict(saved["state"])
-        return model.eval()
+        return saved_grader(int(saved["in_channels"]), saved["state"])
     images, labels = store.load("train")
     log.info("training the real-data grader of %s on its %d training images", store.path, len(images))
     model = train_grader(images, labels, training)

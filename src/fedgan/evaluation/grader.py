@@ -58,6 +58,17 @@ def train_grader(
         return _train_grader(images, labels, config, device)
 
 
+def saved_grader(in_channels: int, state: dict[str, torch.Tensor]) -> GradeNet:
+    """A trained grader from its saved weights, in eval mode. Built inside `fork_rng` because a
+    module's constructor draws initial weights from the global stream: a grader loaded from the
+    cache mid-run must leave the run's stream as it is, as one trained there does (`train_grader`),
+    or a resumed run, which finds the grader cached, would differ from an uninterrupted one."""
+    with torch.random.fork_rng():
+        model = GradeNet(in_channels=in_channels)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def _train_grader(images: np.ndarray, labels: np.ndarray, config: GraderTraining, device: str) -> GradeNet:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
