@@ -46,13 +46,12 @@ class DemoConfig:
     ct_size: int = 256
     image_size: int = 64  # preprocessed size: 64 px is what a 2-core CPU trains at usefully (128 is the full setting)
     pretrain_epochs: int = 3  # GAN epochs on the CT store
-    train_epochs: int = 48  # GAN epochs on the fundus store (21 steps each), starting from the CT weights: ~4 minutes
+    train_epochs: int = 48  # GAN epochs on the fundus store (43 steps each), starting from the CT weights: ~4 minutes
     generator_width: int = 256  # a quarter of the paper's widths: ~8x fewer FLOPs, so a CPU shows anatomy in minutes
     discriminator_width: int = 32
-    batch_size: int = 32
-    eval_every: int = (
-        126  # steps between in-training KID evaluations: every 6 epochs, so one falls where the federation ends
-    )
+    batch_size: int = 32  # CT pretraining and the federation's generator steps
+    train_batch_size: int = 16  # the centralised fine-tuning: 2x the steps of 32, ~1.1x the time, KID 1.81 vs 2.80
+    eval_every: int = 252  # steps between in-training KID evaluations: eight over the run, about every 6 epochs
     sample_count: int = 50  # 10 per grade in every grid
     hospitals: int = 3  # the federated part: label-split across this many simulated hospitals
     algorithm: str = "mdgan"  # G at the server, a D per hospital: the best under label skew (docs/federation.md)
@@ -77,6 +76,7 @@ QUICK = DemoConfig(
     eval_every=5,
     rounds=2,
     local_epochs=1,
+    train_batch_size=32,
 )
 
 
@@ -249,7 +249,9 @@ def run_demo(
         conditional=True,
         device=device,
         progress=progress,
-        train_config=dataclasses.replace(train_config, epochs=config.train_epochs, eval_every=config.eval_every),
+        train_config=dataclasses.replace(
+            train_config, epochs=config.train_epochs, eval_every=config.eval_every, batch_size=config.train_batch_size
+        ),
         init=RunFolder(runs["pretrain"]).latest,
         probe=probe,
     )
