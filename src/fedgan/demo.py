@@ -46,7 +46,7 @@ class DemoConfig:
     ct_size: int = 256
     image_size: int = 64  # preprocessed size: 64 px is what a 2-core CPU trains at usefully (128 is the full setting)
     pretrain_epochs: int = 3  # GAN epochs on the CT store
-    train_epochs: int = 48  # GAN epochs on the fundus store (43 steps each), starting from the CT weights: ~4 minutes
+    train_epochs: int = 48  # GAN epochs on the fundus store (43 steps each), from the CT weights: ~4.5 minutes
     generator_width: int = 256  # a quarter of the paper's widths: ~8x fewer FLOPs, so a CPU shows anatomy in minutes
     discriminator_width: int = 32
     batch_size: int = 32  # CT pretraining and the federation's generator steps
