@@ -10,7 +10,8 @@ The grade kappa says whether the images carry the grades they were generated for
 trained on the real training split reads them (`fedgan.evaluation.probe.grade_agreement`).
 
     python benchmarks/federated_quality.py --store runs/demo/stores/fundus --clients 3,10 \\
-        --algorithms fedavg,mdgan --epochs 48 --local-epochs 3 --init runs/demo/runs/ct-pretrain/checkpoints/latest
+        --algorithms fedavg,mdgan,mdgan+judges=one --epochs 48 --local-epochs 3 \\
+        --init runs/demo/runs/ct-pretrain/checkpoints/latest
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from fedgan.config import NUM_GRADES, AlgorithmConfig, GANConfig, TrainConfig
+from fedgan.config import NUM_GRADES, AlgorithmConfig, GANConfig, TrainConfig, from_dict
 from fedgan.data.partition import partition
 from fedgan.data.store import Store
 from fedgan.evaluation.evaluate import generated_set, per_grade
@@ -61,6 +62,12 @@ def seconds_of(run: Path) -> float:
     return float(sum(rounds)) if rounds else float(max(x["seconds"] for x in lines if "step" in x and "eval" not in x))
 
 
+def algorithm(member: str) -> AlgorithmConfig:
+    """`name+key=value+...` -> that algorithm with those settings, e.g. `mdgan+judges=one`."""
+    name, *overrides = member.split("+")
+    return from_dict(AlgorithmConfig, {"name": name, **dict(item.split("=", 1) for item in overrides)})
+
+
 def holders(store: Store, clients: int, seed: int) -> list[int]:
     """How many hospitals hold each grade under label-split."""
     labels = store.labels("train")
@@ -72,7 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--clients", default="3,10", help="federation sizes (label-split)")
-    parser.add_argument("--algorithms", default="fedavg,fedadam,fedprox,mdgan")
+    parser.add_argument(
+        "--algorithms",
+        default="fedavg,fedadam,fedprox,mdgan",
+        help="comma-separated members, each a name with optional +key=value settings (mdgan+judges=one)",
+    )
     parser.add_argument(
         "--epochs", type=int, default=48, help="the baseline's epochs = rounds x local epochs of each federation"
     )
@@ -146,7 +157,7 @@ def main() -> None:
                 ),
                 conditional=True,
                 init=args.init,
-                algorithm=AlgorithmConfig(name),
+                algorithm=algorithm(name),
             )
             results.append(
                 {

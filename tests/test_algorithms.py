@@ -132,6 +132,8 @@ def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
         )
     with pytest.raises(FedGANError, match="algorithm must be one of"):
         AlgorithmConfig("fedsgd")
+    with pytest.raises(FedGANError, match="judges must be one of all, one"):
+        AlgorithmConfig("mdgan", judges="two")
     assert not (tmp_path / "x").exists()
 
 

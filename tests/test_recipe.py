@@ -3,6 +3,7 @@ in-training evaluation, the best checkpoint and exact resume."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -18,7 +19,15 @@ from fedgan.models.dcgan import build_models
 from fedgan.training.augment import POLICIES, diff_augment, mirror, parse_policy
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.data import InMemory, epoch_order
-from fedgan.training.loop import GANState, ema_average, generate, new_state, train_epoch
+from fedgan.training.loop import (
+    DiscriminatorSide,
+    GANState,
+    d_loss_terms,
+    ema_average,
+    generate,
+    new_state,
+    train_epoch,
+)
 from fedgan.training.privacy import attach_privacy
 from fedgan.training.recipes import RECIPES, apply_recipe
 from fedgan.training.run import resume_centralised, train_centralised
@@ -70,7 +79,10 @@ def test_discriminator_sees_augmented_real_and_fake_only_in_the_small_data_recip
     images, labels = tiny_data(8)
     seen = discriminator_inputs(state)
     train_epoch(state, InMemory(images, labels), train)  # one step
-    real_seen, fake_seen, fake_for_g = seen  # D on real, D on fake (detached), G's update through D on the same fake
+    # the paper's D (batch norm) judges real and fake in two passes, the small-data D in one
+    *update, fake_for_g = seen  # then G's update through D on the same fakes
+    assert len(update) == (2 if recipe == "paper" else 1)
+    real_seen, fake_seen = torch.cat(update).split(8)
     assert torch.equal(fake_seen, fake_for_g)  # G is trained through the very images D judged
     assert torch.equal(real_seen, images[epoch_order(8, 3, 0)]) == (recipe == "paper")
     if recipe == "small-data":  # D saw transformed real and fake images, not what G drew
@@ -91,6 +103,30 @@ def test_small_data_discriminator_is_spectrally_normalised_without_norm_layers()
     for layer in layers:  # after a few power iterations the largest singular value is about 1
         weight = layer.weight.detach().flatten(1)
         assert float(torch.linalg.matrix_norm(weight, ord=2)) == pytest.approx(1.0, abs=0.15)
+
+
+def test_one_pass_over_real_and_fake_is_two_passes_where_no_layer_couples_the_batch() -> None:
+    """The D update judges real and fake images in one pass unless batch norm (or DP-SGD) is on:
+    same logits and same updated weights as a pass each, where the images do not interact."""
+    config = GANConfig(**{**TINY.__dict__, "num_classes": 5, "spectral_norm": False, "norm": "group"})
+    train = TrainConfig(seed=0)
+    one = build_models(config)[1]
+    two = copy.deepcopy(one)
+    before = [p.detach().clone() for p in one.parameters()]
+    assert not one.batch_coupled and build_models(dataclasses.replace(config, norm="batch"))[1].batch_coupled
+    real, real_labels = tiny_data(6)
+    fake, fake_labels = tiny_data(6, seed=12)
+    side = DiscriminatorSide(one, torch.optim.Adam(one.parameters(), lr=1e-3, betas=(0.0, 0.99)))
+    optimiser = torch.optim.Adam(two.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    real_logits, fake_logits = two(real, real_labels), two(fake, fake_labels)  # a pass each
+    loss = sum(d_loss_terms(real_logits, fake_logits, train))
+    _, one_real, one_fake = side.update(real, real_labels, fake, fake_labels, train, regularise=False)
+    loss.backward()
+    optimiser.step()
+    assert torch.allclose(one_real, real_logits, atol=1e-5) and torch.allclose(one_fake, fake_logits, atol=1e-5)
+    for a, b in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(before, one.parameters(), strict=True))  # it did step
 
 
 def test_paper_recipe_keeps_batch_norm_and_no_spectral_norm() -> None:

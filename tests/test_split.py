@@ -25,7 +25,7 @@ from fedgan.federation.weights import global_weights
 from fedgan.training.checkpoint import read_checkpoint
 from fedgan.training.data import InMemory
 from fedgan.training.loop import DiscriminatorSide, new_state, train_epoch
-from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights
+from fedgan.training.split import Judge, combine, draw_fakes, generator_step, grade_weights, one_judge_each
 
 
 def test_one_hospital_one_step_per_exchange_is_the_centralised_step() -> None:
@@ -99,9 +99,30 @@ def test_a_grade_held_by_one_hospital_is_judged_by_that_hospital_only() -> None:
     assert torch.allclose(total[1], torch.tensor(0.5 * 0.75 + 0.5 * 7.5))  # grade 1: both, by their images of it
 
 
-def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InProcessGrid:
+def test_one_judge_each_draws_every_image_one_holder_of_its_grade_by_share() -> None:
+    holdings = {"a": [3, 2, 0, 0, 0], "b": [1, 2, 4, 0, 0]}
+    labels = torch.tensor([0, 1, 2, 3] * 1000)
+    picks = one_judge_each(holdings, labels, len(labels), torch.Generator().manual_seed(0))
+    judged = torch.cat(list(picks.values())).sort().values
+    assert judged.tolist() == [i for i in range(len(labels)) if labels[i] != 3]  # once each; grade 3: no holder
+    assert int((labels[picks["b"]] == 2).sum()) == 1000  # grade 2: its only holder
+    assert float((labels[picks["a"]] == 0).sum()) / 1000 == pytest.approx(0.75, abs=0.04)  # a holds 3 of 4
+    assert float((labels[picks["a"]] == 1).sum()) / 1000 == pytest.approx(0.5, abs=0.04)
+    unconditional = one_judge_each(holdings, None, 4000, torch.Generator().manual_seed(1))
+    assert len(unconditional["a"]) + len(unconditional["b"]) == 4000
+    assert len(unconditional["a"]) / 4000 == pytest.approx(5 / 12, abs=0.03)  # by images held
+
+
+def split_run(store: Path, run: Path, rounds: int, start_round: int = 0, judges: str = "all") -> InProcessGrid:
     settings = FederationSettings(
-        store, run, 3, "label-split", rounds, CONDITIONAL, LOCAL, algorithm=AlgorithmConfig("mdgan", pack=3)
+        store,
+        run,
+        3,
+        "label-split",
+        rounds,
+        CONDITIONAL,
+        LOCAL,
+        algorithm=AlgorithmConfig("mdgan", pack=3, judges=judges),
     )
     run.mkdir(exist_ok=True)
     grid = InProcessGrid(3)
@@ -110,14 +131,18 @@ def split_run(store: Path, run: Path, rounds: int, start_round: int = 0) -> InPr
     return grid
 
 
+@pytest.mark.parametrize("judges", ["all", "one"])
 def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
-    fundus_set: Path, tmp_path: Path, flower_task: None
+    fundus_set: Path, tmp_path: Path, flower_task: None, judges: str
 ) -> None:
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
-    straight = split_run(store, tmp_path / "a", rounds=2)
+    straight = split_run(store, tmp_path / "a", rounds=2, judges=judges)
     discriminator_keys = set(new_state(CONDITIONAL, LOCAL, torch.device("cpu")).discriminator.state_dict())
     judged = [r for r in straight.replies if r.content.array_records]
     assert len(judged) == 3 * 2 * 3  # 3 hospitals, 2 rounds, 9 steps a round in exchanges of 3
+    images = sum(len(r.content[keys.ARRAYS][keys.GRADIENTS].numpy()) for r in judged)
+    # label-split over 3 gives some grade two holders: all of them judge its images, or one
+    assert (images == 2 * 9 * LOCAL.batch_size) == (judges == "one") and images >= 2 * 9 * LOCAL.batch_size
     for reply in straight.replies:  # only gradients (and scalar metrics) ever reach the server
         assert list(reply.content.array_records) in ([], [keys.ARRAYS])
         assert list(reply.content.array_records.get(keys.ARRAYS, {keys.GRADIENTS: None})) == [keys.GRADIENTS]
@@ -131,11 +156,11 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
         "round-0002.pt",
     ]
 
-    split_run(store, tmp_path / "b", rounds=1)
+    split_run(store, tmp_path / "b", rounds=1, judges=judges)
     from fedgan.federation import split_client
 
     split_client.JUDGES.clear()  # a restarted hospital process: its discriminator comes back from its disk
-    split_run(store, tmp_path / "b", rounds=2, start_round=1)
+    split_run(store, tmp_path / "b", rounds=2, start_round=1, judges=judges)
     a, b = read_checkpoint(tmp_path / "a"), read_checkpoint(tmp_path / "b")
     assert b["extra"]["round"] == 2
     for net in ("generator", "generator_ema"):

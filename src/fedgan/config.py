@@ -41,6 +41,8 @@ ALGORITHMS = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox", "mdgan")  # 
 #: how a hospital's trained model travels to the server (`fedgan.federation.wire`): as float32 weights, or as its
 #: update in float16 (half the bytes). bfloat16 is not offered: Flower's arrays travel as numpy, which lacks it.
 WIRES = ("fp32", "fp16")
+#: mdgan: who judges an image (see `fedgan.training.split.one_judge_each`)
+JUDGES = ("all", "one")
 #: what a hospital may reveal beyond its weight and id (`--disclose`): images per grade; mean losses, steps, seconds
 DISCLOSURES = ("grades", "losses")
 AGGREGATIONS = (
@@ -295,10 +297,13 @@ class AlgorithmConfig:
     aggregation: str = "mean"  # fedavg: mean, or a robust rule (median, trimmed-mean, krum) against hostile hospitals
     byzantine: int = 1  # krum: hospitals assumed hostile
     wire: str = "fp32"  # WIRES: how a hospital's model travels back; fp16 sends its update in half precision
+    judges: str = "all"  # mdgan, JUDGES: every hospital holding an image's grade judges it, or one drawn by its share
 
     def __post_init__(self) -> None:
         if self.wire not in WIRES:
             raise FedGANError(f"wire must be one of {', '.join(WIRES)}, got {self.wire!r}")
+        if self.judges not in JUDGES:
+            raise FedGANError(f"judges must be one of {', '.join(JUDGES)}, got {self.judges!r}")
         if self.name not in ALGORITHMS:
             raise FedGANError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.name!r}")
         if self.aggregation not in AGGREGATIONS:

@@ -12,6 +12,7 @@ from fedgan.config import (
     ALGORITHMS,
     AUGMENTATIONS,
     FEDERATION,
+    JUDGES,
     LOSSES,
     MODELS,
     NORMS,
@@ -175,6 +176,17 @@ def add_algorithm_options(parser: argparse.ArgumentParser) -> None:
         help=with_default("mdgan: generator steps whose images travel in one message exchange", defaults.pack),
     )
     group.add_argument(
+        "--judges",
+        default=defaults.judges,
+        choices=JUDGES,
+        help=with_default(
+            "mdgan: who judges each generated image: all hospitals holding its grade (weighted by their share of "
+            "it), or one of them drawn by that share (the same gradient on average, each image judged once: less "
+            "work at the hospitals when grades are shared)",
+            defaults.judges,
+        ),
+    )
+    group.add_argument(
         "--aggregation",
         default=defaults.aggregation,
         choices=AGGREGATIONS,
@@ -214,6 +226,7 @@ def algorithm_config(args: argparse.Namespace, name: str) -> AlgorithmConfig:
         args.aggregation if name == "fedavg" else "mean",
         args.byzantine,
         args.wire if name != "mdgan" else "fp32",
+        args.judges,
     )
 
 

@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
         stores, show the partitions for 3/5/7/10 hospitals, pretrain the GAN on CT, fine-tune a
         grade-conditional GAN on fundus (64 px) centrally and across 3 simulated hospitals with
         Flower, evaluate both with the store's fixed evaluator and write an HTML report per run,
-        a preview and a run record. About nine and a half minutes on 2 cores; data already
+        a preview and a run record. Under ten minutes on 2 cores; data already
         generated in DIR is reused.
         """,
         """

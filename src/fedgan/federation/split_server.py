@@ -4,7 +4,9 @@ Why: averaging adversaries that each saw one or two grades is FedAvg-GAN's known
 label skew, and a weight average moves the model by one hospital's worth of steps per round.
 Here the generator takes every step itself (as many as centralised training on the pooled
 images), and every image it makes is judged by the discriminators of the hospitals holding that
-image's grade, weighted by how many images of it each holds (UA-GAN's per-grade weighting).
+image's grade, weighted by how many images of it each holds (UA-GAN's per-grade weighting), or,
+with `judges = "one"`, by one of them drawn with that weight from the server's noise stream (the
+same expected gradient; each image costs one discriminator step, not one per holder).
 
 A round is `epochs` passes over the pooled training images in generator steps of `batch-size`
 images, in exchanges of `pack` steps. Per exchange and hospital, one message each way: the
@@ -43,7 +45,7 @@ from fedgan.federation.nodes import connected_nodes
 from fedgan.federation.screening import NORM_FACTOR, reference_median, weight_problem
 from fedgan.federation.weights import global_weights, load_global_weights
 from fedgan.training.checkpoint import read_checkpoint, restore_state
-from fedgan.training.split import combine, draw_fakes, generator_step, grade_weights
+from fedgan.training.split import combine, draw_fakes, generator_step, grade_weights, one_judge_each
 
 if TYPE_CHECKING:
     from fedgan.federation.recorder import RoundRecorder
@@ -127,6 +129,7 @@ def run_split(
     if pooled is not None and train.balance_grades:  # every grade some hospital holds, equally often
         pooled = (pooled > 0).double()
     batch = min(train.batch_size, images)
+    one_judge = settings.algorithm.judges == "one"
     steps = max(1, train.epochs * (images // batch))
     starting = {
         f"{keys.DISCRIMINATOR_PREFIX}{k}": Array(v.detach().cpu().numpy())
@@ -155,7 +158,11 @@ def run_split(
             ]
             config = ConfigRecord({**base, keys.GLOBAL_ROUND: global_round, keys.EXCHANGE: exchange})
             config[keys.LAST_EXCHANGE] = first + settings.algorithm.pack >= steps
-            chosen = {node: [judged_by(counts[node], d.labels, batch) for d in draws] for node in tallies}
+            if one_judge:
+                drawn = [one_judge_each({n: counts[n] for n in tallies}, d.labels, batch, state.noise) for d in draws]
+                chosen = {node: [picks[node] for picks in drawn] for node in tallies}
+            else:
+                chosen = {node: [judged_by(counts[node], d.labels, batch) for d in draws] for node in tallies}
             messages = []
             for node, picks in chosen.items():
                 arrays = {
@@ -229,11 +236,12 @@ def run_split(
                 answers = []
                 for node, gradients in answered.items():
                     pick = chosen[node][j]
-                    weight = (
-                        shares[node][draw.labels[pick]]
-                        if shares is not None
-                        else torch.full((len(pick),), int(hospitals[node][keys.NUM_EXAMPLES]) / total_images)
-                    )
+                    if one_judge:  # its only judge: the draw did the weighting
+                        weight = torch.ones(len(pick))
+                    elif shares is not None:
+                        weight = shares[node][draw.labels[pick]]
+                    else:
+                        weight = torch.full((len(pick),), int(hospitals[node][keys.NUM_EXAMPLES]) / total_images)
                     answers.append((pick, weight, gradients[offsets[node] : offsets[node] + len(pick)]))
                     offsets[node] += len(pick)
                 generator_step(state, draw, combine(batch, answers, tuple(draw.fakes.shape[1:])))

@@ -155,6 +155,11 @@ class Discriminator(nn.Module):
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
 
+    @property
+    def batch_coupled(self) -> bool:
+        """Whether an image's logit depends on the other images of its pass (batch norm in training)."""
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Real/fake logits of shape (N,)."""
         return self.realness(self.features(images), labels)
