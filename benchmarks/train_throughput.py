@@ -8,10 +8,12 @@ In one run on one machine, for each resolution (64 and 128 px, the paper's netwo
 
     python benchmarks/train_throughput.py                      # CPU, batch 64
     python benchmarks/train_throughput.py --device cuda --batch-size 256 --resolutions 128
+    python benchmarks/train_throughput.py --resolutions 64 --batch-size 16 --widths 256,32 --layouts  # the demo model
 
 On CUDA our step runs under bfloat16 autocast (the product default there); the reference runs in
 fp32 and under the same autocast, both printed. Goals: CPU >= 75 % of the matmul ceiling, and our
-step never slower than the reference.
+step never slower than the reference. `--layouts` also times our step with the networks in the
+plain NCHW layout instead of channels-last (`fedgan.models.dcgan.build_models`), interleaved.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--resolutions", default="64,128")
+    parser.add_argument("--widths", default="", help="generator,discriminator widths (default: the paper's)")
+    parser.add_argument("--layouts", action="store_true", help="also time our step with NCHW networks")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -99,16 +103,25 @@ def main() -> None:
     if device.type == "cuda":
         print(f"bf16 matmul ceiling: {matmul_ceiling(device, dtype=torch.bfloat16):8.1f} GFLOP/s")
     config = TrainConfig(batch_size=args.batch_size)
+    widths = (
+        dict(zip(("generator_width", "discriminator_width"), map(int, args.widths.split(",")), strict=True))
+        if args.widths
+        else {}
+    )
     for resolution in (int(r) for r in args.resolutions.split(",")):
-        state = new_state(GANConfig(resolution=resolution), config, device)
+        state = new_state(GANConfig(resolution=resolution, **widths), config, device)
         real = torch.rand(args.batch_size, 1, resolution, resolution, device=device) * 2 - 1
         repeats = args.repeats or (20 if device.type == "cuda" else 5 if resolution <= 64 else 2)
         with FlopCounterMode(display=False) as counter:
             train_step(state, real, None, config)
         flops = counter.get_total_flops()
+        nchw = new_state(GANConfig(resolution=resolution, **widths), config, device) if args.layouts else None
+        if nchw is not None:
+            for network in (nchw.generator, nchw.discriminator):
+                network.to(memory_format=torch.contiguous_format)
         # Interleaved rounds, best of each: both see the same machine state (CPU clocks drift).
-        ours, plain = float("inf"), float("inf")
-        for _ in range(2):
+        ours, plain, contiguous = float("inf"), float("inf"), float("inf")
+        for _ in range(2 if nchw is None else 6):
             ours = min(
                 ours, timed(lambda state=state, real=real: train_step(state, real, None, config), device, repeats)
             )
@@ -116,6 +129,11 @@ def main() -> None:
                 plain,
                 timed(lambda state=state, real=real: reference_step(state, real, use_autocast=False), device, repeats),
             )
+            if nchw is not None:
+                contiguous = min(
+                    contiguous,
+                    timed(lambda nchw=nchw, real=real: train_step(nchw, real, None, config), device, repeats),
+                )
         print(f"{resolution:>4} px  step {flops / 1e9:8.1f} GFLOP")
         print(
             f"      fedgan step:         {args.batch_size / ours:8.1f} images/s  {flops / ours / 1e9:8.1f} GFLOP/s  "
@@ -125,6 +143,11 @@ def main() -> None:
             f"      plain PyTorch fp32:  {args.batch_size / plain:8.1f} images/s  {flops / plain / 1e9:8.1f} GFLOP/s  "
             f"ratio fedgan/plain {plain / ours:5.2f}x"
         )
+        if nchw is not None:
+            print(
+                f"      fedgan step, NCHW:   {args.batch_size / contiguous:8.1f} images/s  "
+                f"time channels-last/NCHW {ours / contiguous:5.2f}"
+            )
         if device.type == "cuda":
             plain_amp = timed(
                 lambda state=state, real=real: reference_step(state, real, use_autocast=True), device, repeats

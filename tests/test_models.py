@@ -77,3 +77,23 @@ def test_no_inplace_activations_or_batchnorm_when_not_asked() -> None:
 def test_bad_configs_are_clear_errors(bad: dict) -> None:
     with pytest.raises(FedGANError):
         GANConfig(**{**TINY, **bad})
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_channels_last_networks_compute_what_their_nchw_twins_do(spectral_norm: bool) -> None:
+    """The layout is a speed choice (`dcgan.CHANNELS_LAST`), never a change of function: the
+    discriminator flattens its last features in (channel, row, column) order either way, and an
+    NCHW network's state dict loads into a channels-last one."""
+    config = GANConfig(resolution=32, num_classes=5, spectral_norm=spectral_norm, norm="group", **TINY)
+    generator, discriminator = build_models(config)
+    kernels = [p for network in (generator, discriminator) for p in network.parameters() if p.dim() == 4]
+    assert len(kernels) == 7 and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    twins = [network.to(memory_format=torch.contiguous_format) for network in build_models(config)]
+    for twin, network in zip(twins, (generator, discriminator), strict=True):
+        twin.load_state_dict(network.state_dict())
+        twin.eval(), network.eval()
+    z, grades = torch.randn(4, 16), torch.arange(4)
+    images = generator(z, grades)
+    assert torch.allclose(images, twins[0](z, grades), atol=1e-5)
+    assert torch.allclose(discriminator(images, grades), twins[1](images.contiguous(), grades), atol=1e-5)
+    assert not discriminator(images, grades).equal(discriminator(images.flip(-1), grades))  # it does look at layout

@@ -263,9 +263,11 @@ def test_paper_recipe_reproduces_the_original_training(classes: int) -> None:
         [v for pair in losses for v in pair], rel=1e-6, abs=1e-7
     )
     total = lambda module: float(sum(p.double().sum() for p in module.state_dict().values() if p.is_floating_point()))  # noqa: E731
-    # float32 sums: their order may vary with the kernels picked under load, hence 1e-8 and not tighter
-    assert total(state.generator) == pytest.approx(g_sum, rel=1e-8)
-    assert total(state.discriminator) == pytest.approx(d_sum, rel=1e-8)
+    # float32 weights summed: the convolution kernels round differently with the layout and the load (the
+    # channels-last networks end 1.1e-8 from the NCHW ones these sums were recorded with), hence 5e-8;
+    # the twelve losses above pin the steps themselves to 1e-6
+    assert total(state.generator) == pytest.approx(g_sum, rel=5e-8)
+    assert total(state.discriminator) == pytest.approx(d_sum, rel=5e-8)
 
 
 # --- EMA and R1 ----------------------------------------------------------------------------------

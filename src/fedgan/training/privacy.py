@@ -106,6 +106,9 @@ class PrivateNetwork:
         self.noise = noise
         self.rate = sample_rate(config, dataset_size)
         self.delta = config.dp_delta
+        # Opacus writes each summed per-sample gradient in NCHW order: a channels-last weight would get a
+        # gradient of the other layout at every step (a copy, and PyTorch's warning about it)
+        network.to(memory_format=torch.contiguous_format)
         self.hooks = GradSampleModule(network, loss_reduction="mean")  # hooks live on the network's layers
         self.optimizer = DPOptimizer(
             optimizer,
