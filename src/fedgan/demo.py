@@ -295,6 +295,7 @@ def run_demo(
         lines.append(f"  {runs[name].name:<22} {headline(result)}")
     for run in runs.values():
         lines.append(f"report: {build_report(run)}")
+    widths = f" --generator-width {config.generator_width} --discriminator-width {config.discriminator_width}"
     preview = out / "preview.png"
     cv2.imwrite(str(preview), preview_grid(fundus_raw, fundus))
     record = write_run_record(
@@ -312,9 +313,9 @@ def run_demo(
     lines += [
         f"preview of photographs and their preprocessed versions: {preview}",
         f"run record (seed, config, versions, data hashes): {record}",
-        f"the paper's two phases: `fedgan train --store {stores['ct']} --out CT_RUN` (pretraining on CT), then "
-        f"`fedgan train --store {stores['fundus']} --init CT_RUN/checkpoints/latest ...`; the runs above start "
-        "fresh, because a CT phase of the demo's size measured worse (docs/recipe.md)",
+        f"the paper's two phases: `fedgan train --store {stores['ct']} --out CT_RUN{widths}` (pretraining on CT), "
+        f"then `fedgan train --store {stores['fundus']} --init CT_RUN/checkpoints/latest --conditional{widths} ...`; "
+        "the runs above start fresh, because a CT phase of the demo's size measured worse (docs/recipe.md)",
         "next: `fedgan federate ... --secagg` (secure aggregation), `fedgan sweep` (3/5/7/10 hospitals vs "
         "centralised), "
         "README 'Deployment' (real SuperLink and SuperNodes)",
