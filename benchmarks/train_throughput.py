@@ -13,7 +13,7 @@ In one run on one machine, for each resolution (64 and 128 px, the paper's netwo
 On CUDA our step runs under bfloat16 autocast (the product default there); the reference runs in
 fp32 and under the same autocast, both printed. Goals: CPU >= 75 % of the matmul ceiling, and our
 step never slower than the reference. `--layouts` also times our step with the networks in the
-plain NCHW layout instead of channels-last (`fedgan.models.dcgan.build_models`), interleaved.
+plain NCHW layout instead of channels-last (`fedgan.models.dcgan.CHANNELS_LAST`), interleaved.
 """
 
 from __future__ import annotations
