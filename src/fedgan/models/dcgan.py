@@ -90,8 +90,8 @@ class GradeAffine(nn.Module):
 #: Both networks keep their convolution weights, and so their activations, channels-last (NHWC):
 #: oneDNN's CPU convolutions and CUDA's tensor cores run natively in that layout, and NCHW costs a
 #: reorder around every layer. `python benchmarks/train_throughput.py --layouts` measures a step of
-#: the demo's model (64 px, batch 16) at 0.81x the time of NCHW on 2 CPU cores, and of the paper's
-#: 128 px networks at 0.95x. Outputs and checkpoints are the same tensors either way (a layout is not
+#: the demo's model (64 px, batch 16) at 0.82-0.92x the time of NCHW on 2 CPU cores (three runs), and of the
+#: paper's 128 px networks at 0.95-0.96x. Outputs and checkpoints are the same tensors either way (a layout is not
 #: part of a state dict's values), so NCHW checkpoints load unchanged.
 CHANNELS_LAST = torch.channels_last
 
