@@ -14,6 +14,9 @@ On CUDA our step runs under bfloat16 autocast (the product default there); the r
 fp32 and under the same autocast, both printed. Goals: CPU >= 75 % of the matmul ceiling, and our
 step never slower than the reference. `--layouts` also times our step with the networks in the
 plain NCHW layout instead of channels-last (`fedgan.models.dcgan.CHANNELS_LAST`), interleaved.
+`--compiled` times it with both networks' forward passes through `torch.compile` (inductor), which
+could fuse the step's element-wise quarter (spectral norm, augmentation, loss; docs/recipe.md);
+its first step, which compiles, is printed apart.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--resolutions", default="64,128")
     parser.add_argument("--widths", default="", help="generator,discriminator widths (default: the paper's)")
     parser.add_argument("--layouts", action="store_true", help="also time our step with NCHW networks")
+    parser.add_argument("--compiled", action="store_true", help="also time our step with torch.compile'd networks")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -120,9 +124,16 @@ def main() -> None:
             for network in (nchw.generator, nchw.discriminator, nchw.generator_ema):  # the average too: its
                 if network is not None:  # update copies G's weights, which is cheapest in the same layout
                     network.to(memory_format=torch.contiguous_format)
-        # Interleaved rounds, best of each: both see the same machine state (CPU clocks drift).
-        ours, plain, contiguous = float("inf"), float("inf"), float("inf")
-        for _ in range(2 if nchw is None else 6):
+        compiled = new_state(GANConfig(resolution=resolution, **widths), config, device) if args.compiled else None
+        if compiled is not None:
+            compiled.generator.forward = torch.compile(compiled.generator.forward)
+            compiled.discriminator.features = torch.compile(compiled.discriminator.features)
+            started = time.perf_counter()
+            train_step(compiled, real, None, config)
+            compile_seconds = time.perf_counter() - started
+        # Interleaved rounds, best of each: all see the same machine state (CPU clocks drift).
+        ours, plain, contiguous, fused = float("inf"), float("inf"), float("inf"), float("inf")
+        for _ in range(2 if nchw is None and compiled is None else 6):
             ours = min(
                 ours, timed(lambda state=state, real=real: train_step(state, real, None, config), device, repeats)
             )
@@ -134,6 +145,11 @@ def main() -> None:
                 contiguous = min(
                     contiguous,
                     timed(lambda nchw=nchw, real=real: train_step(nchw, real, None, config), device, repeats),
+                )
+            if compiled is not None:
+                fused = min(
+                    fused,
+                    timed(lambda fast=compiled, real=real: train_step(fast, real, None, config), device, repeats),
                 )
         print(f"{resolution:>4} px  step {flops / 1e9:8.1f} GFLOP")
         print(
@@ -148,6 +164,11 @@ def main() -> None:
             print(
                 f"      fedgan step, NCHW:   {args.batch_size / contiguous:8.1f} images/s  "
                 f"time channels-last/NCHW {ours / contiguous:5.2f}"
+            )
+        if compiled is not None:
+            print(
+                f"      fedgan step, compiled: {args.batch_size / fused:6.1f} images/s  "
+                f"time compiled/eager {fused / ours:5.2f}  (first step, compiling: {compile_seconds:.1f} s)"
             )
         if device.type == "cuda":
             plain_amp = timed(

@@ -16,7 +16,7 @@ from fedgan.config import AlgorithmConfig, TrainConfig
 from fedgan.data.store import Store
 from fedgan.errors import FedGANError
 from fedgan.federation import keys
-from fedgan.federation.inprocess import InProcessGrid, run_in_process
+from fedgan.federation.inprocess import Fault, InProcessGrid, run_in_process
 from fedgan.federation.recorder import RoundRecorder
 from fedgan.federation.settings import FederationSettings
 from fedgan.federation.simulate import federate
@@ -113,7 +113,14 @@ def test_one_judge_each_draws_every_image_one_holder_of_its_grade_by_share() -> 
     assert len(unconditional["a"]) / 4000 == pytest.approx(5 / 12, abs=0.03)  # by images held
 
 
-def split_run(store: Path, run: Path, rounds: int, start_round: int = 0, judges: str = "all") -> InProcessGrid:
+def split_run(
+    store: Path,
+    run: Path,
+    rounds: int,
+    start_round: int = 0,
+    judges: str = "all",
+    faults: dict[int, Fault] | None = None,
+) -> InProcessGrid:
     settings = FederationSettings(
         store,
         run,
@@ -125,7 +132,7 @@ def split_run(store: Path, run: Path, rounds: int, start_round: int = 0, judges:
         algorithm=AlgorithmConfig("mdgan", pack=3, judges=judges),
     )
     run.mkdir(exist_ok=True)
-    grid = InProcessGrid(3)
+    grid = InProcessGrid(3, faults)
     recorder = RoundRecorder(settings, start_round)
     run_split(grid, settings, recorder, global_weights(new_state(CONDITIONAL, LOCAL, torch.device("cpu"))), {})  # type: ignore[arg-type]
     return grid
@@ -174,6 +181,49 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
         )
         for key, value in ours["discriminator"].items():
             assert torch.allclose(value.float(), theirs["discriminator"][key].float(), atol=1e-6), key
+
+
+def test_hospitals_that_change_process_between_exchanges_continue_from_their_disk_exactly(
+    fundus_set: Path, tmp_path: Path, flower_task: None
+) -> None:
+    """With one engine worker for every hospital (the simulation's default) a hospital's state stays
+    in memory within a round and only round snapshots are written; with several workers
+    (`--client-cpus`) the next exchange may land in another process, so every exchange's state
+    goes to disk and is read back. Both must train the same models."""
+    from fedgan.federation import split_client
+
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
+    told: dict[str, list[bool]] = {"memory": [], "disk": []}
+
+    def same_process(message: Message, honest: Callable[[], Message]) -> Message:
+        told["memory"].append(keys.IN_MEMORY in message.content[keys.CONFIG])
+        return honest()
+
+    def new_process(message: Message, honest: Callable[[], Message]) -> Message:
+        del message.content[keys.CONFIG][keys.IN_MEMORY]  # as under --client-cpus, without its thread count
+        told["disk"].append(keys.IN_MEMORY in message.content[keys.CONFIG])
+        split_client.JUDGES.clear()  # this exchange's process has never served the hospital
+        return honest()
+
+    split_client.JUDGES.clear()
+    split_run(store, tmp_path / "memory", rounds=2, faults=dict.fromkeys((1, 2, 3), same_process))
+    split_run(store, tmp_path / "disk", rounds=2, faults=dict.fromkeys((1, 2, 3), new_process))
+    assert len(told["memory"]) == len(told["disk"]) > 3 * 2
+    assert all(told["memory"]) and not any(told["disk"])
+    several_workers = FederationSettings(store, tmp_path, 3, "label-split", 2, CONDITIONAL, LOCAL, client_cpus=1)
+    assert keys.IN_MEMORY not in several_workers.round_config()
+    a, b = read_checkpoint(tmp_path / "memory"), read_checkpoint(tmp_path / "disk")
+    for net in ("generator", "generator_ema"):
+        for key, value in a[net].items():
+            assert torch.equal(value, b[net][key]), (net, key)
+    for hospital in range(3):
+        ours, theirs = (
+            torch.load(run / "hospitals" / f"hospital-{hospital}" / "current.pt", weights_only=True)
+            for run in (tmp_path / "memory", tmp_path / "disk")
+        )
+        assert ours["position"] == theirs["position"] == [2, 2]
+        for key, value in ours["discriminator"].items():
+            assert torch.equal(value, theirs["discriminator"][key]), key
 
 
 def test_mdgan_refuses_what_it_cannot_run(tmp_path: Path) -> None:

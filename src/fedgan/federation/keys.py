@@ -28,6 +28,7 @@ GRADES = "grades"  # query action: this hospital's partition id and images per g
 HOSPITAL_STATE = "hospital-state"  # simulation: folder under which each hospital keeps its discriminator
 EXCHANGE = "exchange"  # index of this exchange within the round
 LAST_EXCHANGE = "last-exchange"  # the round's last exchange: the hospital also keeps a round snapshot
+IN_MEMORY = "in-memory"  # simulation, one worker process for every hospital: mid-round state stays in memory
 FAKES = "fakes"  # ArrayRecord entries: images to judge, their grades, the step each belongs to
 FAKE_GRADES = "fake-grades"
 STEP_INDEX = "step-index"

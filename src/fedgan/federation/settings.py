@@ -113,6 +113,8 @@ class FederationSettings:
                     else {}
                 ),
                 **({keys.THREADS: max(1, int(self.client_cpus))} if self.client_cpus else {}),
+                # one engine worker serves every hospital (`simulate.start_engine` gives it all cores)
+                **({keys.IN_MEMORY: True} if self.store and not self.client_cpus else {}),
                 **({keys.PROXIMAL_MU: self.algorithm.proximal_mu} if self.algorithm.name == "fedprox" else {}),
                 **(
                     {keys.SECAGG_CLIP: self.secagg.clip, keys.SECAGG_MAX_WEIGHT: self.secagg.max_weight}
