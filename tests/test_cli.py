@@ -206,6 +206,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "federated the same model across 3 simulated hospitals" in result.stdout
     assert (demo / "runs" / "federated-3" / "checkpoints" / "round-0002.pt").is_file()
     assert not (demo / "runs" / "ct-pretrain").exists()  # both fundus runs start fresh (docs/recipe.md)
+    federated_grid = demo / "runs" / "federated-3" / "samples" / "round-0002.png"
+    central_grid = demo / "runs" / "fundus-conditional" / "samples" / "epoch-0002.png"  # 2 rounds of 1 epoch
+    assert f"grids at equal epochs: {federated_grid} (federated) and {central_grid} (centralised)" in result.stdout
+    assert federated_grid.is_file() and central_grid.is_file()
     for run_name in ("fundus-conditional", "federated-3"):
         assert "<h2>Samples</h2>" in (demo / "runs" / run_name / "report.html").read_text()
     for run_name in ("fundus-conditional", "federated-3"):

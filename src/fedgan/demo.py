@@ -277,11 +277,14 @@ def run_demo(
         f"{config.local_epochs} epochs per round, generator steps of {config.batch_size}, from a fresh model): "
         f"{curve}; {runs['federated']}"
     )
-    lines.append(
-        same_epochs(
-            central_curve, trained.step // max(trained.epoch, 1), config.rounds * config.local_epochs, rounds[-1][KID]
+    federated_epochs = config.rounds * config.local_epochs
+    lines.append(same_epochs(central_curve, trained.step // max(trained.epoch, 1), federated_epochs, rounds[-1][KID]))
+    same_grid = RunFolder(runs["train"]).sample_grid("epoch", federated_epochs)
+    if same_grid.exists():  # the final grids compare 9 epochs with 36; these two compare like with like
+        lines.append(
+            f"grids at equal epochs: {RunFolder(runs['federated']).sample_grid('round', config.rounds)} (federated) "
+            f"and {same_grid} (centralised)"
         )
-    )
     lines += [
         "",
         "evaluation with the fundus store's fixed evaluator: FD, precision and recall in its structure space (layout, "
