@@ -226,6 +226,34 @@ def test_hospitals_that_change_process_between_exchanges_continue_from_their_dis
             assert torch.equal(value, theirs["discriminator"][key]), key
 
 
+def test_a_hospital_whose_worker_dies_in_the_first_round_rejoins_at_the_next(
+    fundus_set: Path, tmp_path: Path, flower_task: None
+) -> None:
+    """In memory, only the run's first exchange and each round's snapshot reach a hospital's disk. A
+    hospital whose state is lost mid-round (its engine worker died) fails its next exchange, sits out
+    the rest of the round, and rejoins at the next round from the state its first exchange wrote."""
+    from fedgan.federation import split_client
+
+    store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
+
+    def worker_dies(message: Message, honest: Callable[[], Message]) -> Message:
+        config = message.content[keys.CONFIG]
+        if keys.EXCHANGE in config and (int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE])) == (1, 2):
+            for folder in [f for f in split_client.JUDGES if f.name == "hospital-1"]:
+                del split_client.JUDGES[folder]
+        return honest()
+
+    split_client.JUDGES.clear()
+    split_run(store, tmp_path / "run", rounds=2, faults={2: worker_dies})
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rounds = {x["round"]: x for x in lines if x.get("aggregate")}
+    assert rounds[1]["failed"] == 1 and rounds[2]["failed"] == 0
+    rejoined = [x for x in lines if x.get("client") == 1 and x["round"] == 2]
+    assert len(rejoined) == 1 and rejoined[0]["steps"] == 9  # every exchange of round 2 (9 steps, packs of 3)
+    state = torch.load(tmp_path / "run" / "hospitals" / "hospital-1" / "current.pt", weights_only=True)
+    assert state["position"] == [2, 2]
+
+
 def test_mdgan_refuses_what_it_cannot_run(tmp_path: Path) -> None:
     from fedgan.federation.settings import SecAggSettings
 

@@ -202,7 +202,9 @@ def judge(msg: Message, context: Context) -> Message:
         raise RuntimeError(f"hospital {partition_id}: its discriminator diverged")
     position = (int(config[keys.GLOBAL_ROUND]), int(config[keys.EXCHANGE]))
     snapshot = bool(config[keys.LAST_EXCHANGE])
-    if snapshot or keys.IN_MEMORY not in config:  # in one process the next exchange finds it in JUDGES
+    # In one process the next exchange finds the state in JUDGES. The run's first exchange is written
+    # all the same: a hospital whose worker dies in round 1 then has a discriminator to rejoin with.
+    if snapshot or starting or keys.IN_MEMORY not in config:
         save_judge(folder, hospital, position, train_config.keep_checkpoints, snapshot)
     JUDGES[folder] = (position, hospital)
     metrics = {
