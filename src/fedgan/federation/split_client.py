@@ -157,11 +157,11 @@ def judge_for(
     )  # this hospital's order and draws
     if starting:  # the run's first exchange: the server's starting discriminator
         return new_judge(model_config, own, images, labels, starting), folder, partition_id
-    snapshot = folder / f"round-{round_number - 1:04d}.pt"
-    if cached is not None and exchange == 0 and cached[0][0] < round_number and not snapshot.exists():
+    last_round = folder / f"round-{round_number - 1:04d}.pt"
+    if cached is not None and exchange == 0 and cached[0][0] < round_number and not last_round.exists():
         return cached[1], folder, partition_id  # left out of the end of a round: from the last exchange it judged
     judge = new_judge(model_config, own, images, labels, None)
-    path = folder / CURRENT if exchange > 0 else snapshot
+    path = folder / CURRENT if exchange > 0 else last_round
     if not path.exists() and exchange == 0 and (folder / CURRENT).exists():
         path = folder / CURRENT  # left out of the end of a round (late or failed): from the last exchange it judged
     if not path.exists():
