@@ -44,7 +44,8 @@ def one_round(store: Path, run: Path, args: argparse.Namespace) -> tuple[float, 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     total = next(line for line in lines if line.get("aggregate"))
     hospitals = sum(line["seconds"] for line in lines if "client" in line)
-    steps = max(line["steps"] for line in lines if "client" in line)
+    images = sum(line["examples"] for line in lines if "client" in line)
+    steps = max(1, args.epochs * (images // args.batch_size))  # a round's generator steps, as split_server counts them
     return total["seconds"], hospitals, math.ceil(steps / args.pack)
 
 
