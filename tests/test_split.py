@@ -184,7 +184,7 @@ def test_split_rounds_keep_discriminators_at_the_hospitals_and_resume_exactly(
 
 
 def test_hospitals_that_change_process_between_exchanges_continue_from_their_disk_exactly(
-    fundus_set: Path, tmp_path: Path, flower_task: None
+    fundus_set: Path, tmp_path: Path, flower_task: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With one engine worker for every hospital (the simulation's default) a hospital's state stays
     in memory within a round and only round snapshots are written; with several workers
@@ -205,10 +205,22 @@ def test_hospitals_that_change_process_between_exchanges_continue_from_their_dis
         split_client.JUDGES.clear()  # this exchange's process has never served the hospital
         return honest()
 
+    writes: list[Path] = []
+    save = split_client.save_judge
+
+    def counted(folder: Path, *args: object, **kwargs: object) -> None:  # the real write, counted
+        writes.append(folder)
+        save(folder, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(split_client, "save_judge", counted)
     split_client.JUDGES.clear()
     split_run(store, tmp_path / "memory", rounds=2, faults=dict.fromkeys((1, 2, 3), same_process))
+    in_memory_writes = len(writes)
     split_run(store, tmp_path / "disk", rounds=2, faults=dict.fromkeys((1, 2, 3), new_process))
     assert len(told["memory"]) == len(told["disk"]) > 3 * 2
+    # in memory: each hospital writes after the run's first exchange and at each round's end (3 x 3);
+    # on disk: after every exchange (3 hospitals x 2 rounds x 3 exchanges)
+    assert in_memory_writes == 9 and len(writes) - in_memory_writes == 18
     assert all(told["memory"]) and not any(told["disk"])
     several_workers = FederationSettings(store, tmp_path, 3, "label-split", 2, CONDITIONAL, LOCAL, client_cpus=1)
     assert keys.IN_MEMORY not in several_workers.round_config()
