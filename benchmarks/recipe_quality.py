@@ -1,7 +1,7 @@
 """Training recipes at equal wall time: the paper's against the small-data default.
 
 Each recipe trains the same model on the same store for the same training seconds (evaluation
-pauses the clock), from the same seed. Every `--eval-every` seconds the in-training probe
+pauses the clock), from the same seed, or from each of `--seeds`. Every `--eval-every` seconds the in-training probe
 measures KID on the store's fixed evaluator; at the end, FD, KID, precision, recall and coverage
 are measured over 5 independently drawn generated sets (95 % intervals), in both feature spaces
 (structure is the headline). For a conditional model, the grade kappa says whether the images
@@ -14,6 +14,11 @@ tested on real ones (kappa), beside the real-trained grader.
 
 A recipe can carry overrides: `small-data+upsample=resize+r1_gamma=0.1`. Grids of each recipe's
 final samples go to `--out`.
+
+Why several seeds: at the demo's budget the same recipe's final structure KID ranges from 1.62 to
+2.54 over seeds 0-3 (docs/recipe.md), more than most single changes move it. With `--seeds 0,1,2,3`
+every recipe trains once per seed and a last table gives each recipe's mean, standard deviation
+and range over the seeds, and the ratio of its mean KID to the first recipe's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fedgan.config import GANConfig, TrainConfig, from_dict
@@ -61,19 +67,19 @@ def configs(variant: str, model: GANConfig, train: TrainConfig) -> tuple[GANConf
     return model, train
 
 
-def store_configs(variant: str, store: Store, args: argparse.Namespace) -> tuple[GANConfig, TrainConfig]:
-    """A conditional model for `store` at the widths, batch and seed of `args`, with `variant`'s settings."""
+def store_configs(variant: str, store: Store, args: argparse.Namespace, seed: int) -> tuple[GANConfig, TrainConfig]:
+    """A conditional model for `store` at the widths and batch of `args`, with `variant`'s settings."""
     base_model = model_config_for(
         store,
         GANConfig(generator_width=args.generator_width, discriminator_width=args.discriminator_width),
         conditional=True,
     )
-    return configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=args.seed))
+    return configs(variant, base_model, TrainConfig(batch_size=args.batch_size, seed=seed))
 
 
-def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> dict:
+def train_for(variant: str, seed: int, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> dict:
     store = Store(store_path)
-    model, train = store_configs(variant, store, args)
+    model, train = store_configs(variant, store, args, seed)
     data = InMemory(*(torch.from_numpy(a) for a in store.load("train")))
     state = new_state(model, train, torch.device("cpu"))
     trained, next_eval, curve = 0.0, args.eval_every, []
@@ -88,13 +94,13 @@ def train_for(variant: str, store_path: Path, probe: QualityProbe, args: argpars
             if trained >= args.budget:
                 break
         state.epoch += 1
-    save_fixed_grid(state, args.out / f"{variant}.png", 50, args.seed)
+    save_fixed_grid(state, args.out / f"{variant}-seed{seed}.png", 50, seed)
     real_images, _ = store.load("train")
-    fakes = [
-        generated_set(state, len(real_images), probe.grade_frequencies, args.seed + draw) for draw in range(args.draws)
-    ]
+    fakes = [generated_set(state, len(real_images), probe.grade_frequencies, seed + draw) for draw in range(args.draws)]
     result = {
-        "variant": variant,
+        "variant": variant if len(args.seeds) == 1 else f"{variant}@{seed}",
+        "recipe": variant,
+        "seed": seed,
         "steps": state.step,
         "seconds": trained,
         "curve": curve,
@@ -135,12 +141,16 @@ def main() -> None:
     parser.add_argument(
         "--tstr", action="store_true", help="also train a grader on generated images (kappa on real test images)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0], help="comma-separated seeds"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-recipes"), help="sample grids and results.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    probe = QualityProbe.for_store(args.store, seed=args.seed)
-    results = [train_for(variant, args.store, probe, args) for variant in args.recipes.split(",")]
+    probe = QualityProbe.for_store(args.store, seed=args.seeds[0])
+    results = [
+        train_for(variant, seed, args.store, probe, args) for variant in args.recipes.split(",") for seed in args.seeds
+    ]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(
         f"store {args.store}, {args.budget:.0f} s of training per recipe, G width {args.generator_width}, "
@@ -159,13 +169,14 @@ def main() -> None:
                 f"{interval(m['recall']):>20} {interval(m['coverage']):>20}"
             )
     baseline = results[0]
-    print(
-        f"\nKID ratio to {baseline['variant']} (structure space): "
-        + ", ".join(
-            f"{r['variant']} {r['structure']['kid']['value'] / baseline['structure']['kid']['value']:.3f}"
-            for r in results[1:]
+    if len(args.seeds) == 1:  # with several, `across_seeds` compares means
+        print(
+            f"\nKID ratio to {baseline['variant']} (structure space): "
+            + ", ".join(
+                f"{r['variant']} {r['structure']['kid']['value'] / baseline['structure']['kid']['value']:.3f}"
+                for r in results[1:]
+            )
         )
-    )
     print(
         "pixel spread across samples (real "
         f"{baseline['real_pixel_spread']:.3f}): "
@@ -186,6 +197,25 @@ def main() -> None:
                 f"{p['seconds']:.0f}s:{p['kid']:.3f}" + (f" ({p[GRADE_KAPPA]:.2f})" if GRADE_KAPPA in p else "")
                 for p in r["curve"]
             )
+        )
+    if len(args.seeds) > 1:
+        across_seeds(results, args.recipes.split(","))
+
+
+def across_seeds(results: list[dict], recipes: list[str]) -> None:
+    """Each recipe's structure-space figures over its seeds: mean, standard deviation, range."""
+    print(f"\nacross seeds (structure space): mean, sd [min, max]; KID ratio of means to {recipes[0]}")
+    first = None
+    for recipe in recipes:
+        runs = [r for r in results if r["recipe"] == recipe]
+        figures = {k: np.array([r["structure"][k]["value"] for r in runs]) for k in ("kid", "precision", "coverage")}
+        first = figures["kid"].mean() if first is None else first
+        print(
+            f"  {recipe:<40} "
+            + "  ".join(
+                f"{k} {v.mean():.3g} sd {v.std(ddof=1):.2g} [{v.min():.3g}, {v.max():.3g}]" for k, v in figures.items()
+            )
+            + f"  ratio {figures['kid'].mean() / first:.3f}"
         )
 
 
