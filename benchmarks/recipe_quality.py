@@ -1,13 +1,13 @@
 """Training recipes at equal wall time: the paper's against the small-data default.
 
 Each recipe trains the same model on the same store for the same training seconds (evaluation
-pauses the clock), from the same seed, or from each of `--seeds`. Every `--eval-every` seconds the in-training probe
-measures KID on the store's fixed evaluator; at the end, FD, KID, precision, recall and coverage
-are measured over 5 independently drawn generated sets (95 % intervals), in both feature spaces
-(structure is the headline). For a conditional model, the grade kappa says whether the images
-carry their grades, as a grader trained on the real training split reads them ("GAN-test"), in
-the probe's curve and at the end. With `--tstr`, a grader is trained on the generated images and
-tested on real ones (kappa), beside the real-trained grader.
+pauses the clock), from the same seed, or once from each of `--seeds`. Every `--eval-every`
+seconds the in-training probe measures KID on the store's fixed evaluator; at the end, FD, KID,
+precision, recall and coverage are measured over 5 independently drawn generated sets (95 %
+intervals), in both feature spaces (structure is the headline). For a conditional model, the
+grade kappa says whether the images carry their grades, as a grader trained on the real training
+split reads them ("GAN-test"), in the probe's curve and at the end. With `--tstr`, a grader is
+trained on the generated images and tested on real ones (kappa), beside the real-trained grader.
 
     python benchmarks/recipe_quality.py --store runs/demo/stores/fundus --budget 240
     python benchmarks/recipe_quality.py --store STORE --recipes paper,small-data,small-data+upsample=resize
@@ -120,6 +120,11 @@ def train_for(variant: str, seed: int, store_path: Path, probe: QualityProbe, ar
     return result
 
 
+def seed_list(text: str) -> list[int]:
+    """`"0,1,2"` -> [0, 1, 2]; argparse names this function in its error for anything else."""
+    return [int(seed) for seed in text.split(",")]
+
+
 def interval(metric: dict) -> str:
     return f"{metric['value']:.3g} [{metric['low']:.3g}, {metric['high']:.3g}]"
 
@@ -141,9 +146,7 @@ def main() -> None:
     parser.add_argument(
         "--tstr", action="store_true", help="also train a grader on generated images (kappa on real test images)"
     )
-    parser.add_argument(
-        "--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0], help="comma-separated seeds"
-    )
+    parser.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated seeds (default: 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-recipes"), help="sample grids and results.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
