@@ -18,11 +18,12 @@ def add_parser(sub: Any) -> None:
         Generates images from RUN's latest checkpoint and writes RUN/eval/metrics.json: Frechet
         distance, KID, precision/recall, density/coverage and the per-sample realism score in the
         two feature spaces of the store's fixed evaluator, built once from half of the held-out
-        split, which no GAN reads (its sha256 is recorded): the structure space (layout, sharpness,
-        orientation, vessels, tiling artefacts; the headline) and a grade classifier's features, with 95 %
-        intervals and per grade; utility (a grader trained on the synthetic images, tested on real held-out
-        ones, beside the same grader trained on real images); and with --reference the paper's
-        realism score (mean sigmoid of that checkpoint's discriminator on the generated images).
+        split, which no GAN reads (its sha256 is recorded): the structure space (layout,
+        sharpness, orientation, vessels, tiling artefacts; the headline) and a grade classifier's
+        features, with 95 % intervals and per grade; utility (a grader trained on the synthetic
+        images, tested on real held-out ones, beside the same grader trained on real images); and
+        with --reference the paper's realism score (mean sigmoid of that checkpoint's
+        discriminator on the generated images).
         """,
         """
         fedgan evaluate runs/fed5 --real stores/fundus
