@@ -212,6 +212,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert federated_grid.is_file() and central_grid.is_file()
     for run_name in ("fundus-conditional", "federated-3"):
         assert "<h2>Samples</h2>" in (demo / "runs" / run_name / "report.html").read_text()
+        recorded = (demo / "runs" / run_name / "config.toml").read_text()  # both stages train with `graded`
+        assert "grade-head = true" in recorded and "generator-grade-weight = 1.0" in recorded
     for run_name in ("fundus-conditional", "federated-3"):
         metrics = json.loads((demo / "runs" / run_name / "eval" / "metrics.json").read_text())
         assert metrics["paper_realism"]["reference"] == str((demo / "runs" / "fundus-conditional").resolve())

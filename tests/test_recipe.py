@@ -24,7 +24,9 @@ from fedgan.training.loop import (
     GANState,
     d_loss_terms,
     ema_average,
+    g_loss_term,
     generate,
+    generator_loss,
     new_state,
     train_epoch,
 )
@@ -185,6 +187,33 @@ def test_grade_head_is_trained_by_its_weighted_loss_only_and_absent_unless_asked
     assert not torch.equal(before["parametrizations.weight.original"], after["parametrizations.weight.original"])
     for config in (TINY, GANConfig(**{**TINY.__dict__, "grade_head": True}), apply_recipe("paper", model, train)[0]):
         assert build_models(config)[1].grade_head is None  # unconditional, or the paper's recipe
+
+
+def test_generator_and_discriminator_weigh_the_grade_head_apart() -> None:
+    """G's loss carries the head's cross-entropy at `generator_grade_weight`, whatever D's weight is."""
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True})
+    state = new_state(model, TrainConfig(), torch.device("cpu"))
+    state.discriminator.eval()  # spectral norm's power iteration must not move between the passes
+    images, grades = brightness_graded(2)
+    with torch.no_grad():
+        logits, grade_logits = state.discriminator.logits_and_grades(images, grades)
+        cross_entropy = torch.nn.functional.cross_entropy(grade_logits, grades)
+        for d_weight, g_weight in ((3.0, 0.0), (3.0, 1.0), (0.0, 2.0)):
+            config = TrainConfig(grade_weight=d_weight, generator_grade_weight=g_weight)
+            expected = g_loss_term(logits, config) + g_weight * cross_entropy
+            assert torch.allclose(generator_loss(state.discriminator, images, grades, config), expected)
+    assert cross_entropy > 0.1  # the head's term is not negligible, so the weights above were tested
+
+
+def test_checkpoints_from_before_the_generator_grade_weight_resume_as_they_trained() -> None:
+    from fedgan.config import train_from_record
+
+    old = {k: v for k, v in dataclasses.asdict(TrainConfig(grade_weight=3.0)).items() if k != "generator_grade_weight"}
+    assert train_from_record(old).generator_grade_weight == 3.0  # the old loss applied grade_weight to G too
+    new = dataclasses.asdict(TrainConfig(grade_weight=3.0, generator_grade_weight=1.0))
+    assert train_from_record(new) == TrainConfig(grade_weight=3.0, generator_grade_weight=1.0)
+    with pytest.raises(FedGANError, match="grade-weight"):
+        TrainConfig(generator_grade_weight=-1.0)
 
 
 def test_default_config_is_the_small_data_recipe_and_recipes_are_known() -> None:

@@ -244,7 +244,8 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 gradient penalty on real images (lazy, every r1-every steps); 0 disables
     r1_every: int = 16  # discriminator steps between R1 penalties
     balance_grades: bool = False  # draw training images with every grade equally likely (rare grades practised more)
-    grade_weight: float = 1.0  # with a grade head: weight of its cross-entropy in D's loss (real) and G's (fake)
+    grade_weight: float = 1.0  # with a grade head: weight of its cross-entropy on real images in D's loss
+    generator_grade_weight: float = 1.0  # with a grade head: weight of its cross-entropy on fakes in G's loss
     eval_every: int = 0  # generator steps between in-training KID/FD evaluations on the store's fixed evaluator; 0: off
     eval_count: int = 256  # generated images per in-training evaluation
     keep_checkpoints: int = 3  # newest epoch/round checkpoints kept (besides best.pt); 0 keeps all
@@ -268,8 +269,10 @@ class TrainConfig:
             raise FedGANError("epochs must be >= 0, batch-size and d-steps >= 1")
         if self.loss not in LOSSES:
             raise FedGANError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if not 0 <= self.ema_decay < 1 or min(self.r1_gamma, self.grade_weight) < 0 or self.r1_every < 1:
-            raise FedGANError("need 0 <= ema-decay < 1, r1-gamma >= 0, grade-weight >= 0 and r1-every >= 1")
+        if not 0 <= self.ema_decay < 1 or min(self.r1_gamma, self.grade_weight, self.generator_grade_weight) < 0:
+            raise FedGANError("need 0 <= ema-decay < 1, and r1-gamma, grade-weight and generator-grade-weight >= 0")
+        if self.r1_every < 1:
+            raise FedGANError(f"r1-every must be >= 1, got {self.r1_every}")
         if self.eval_every < 0 or self.eval_count < 10 or self.keep_checkpoints < 0:
             raise FedGANError("need eval-every >= 0, eval-count >= 10 and keep-checkpoints >= 0")
         if not 0.5 < self.real_label <= 1.0:
@@ -278,6 +281,14 @@ class TrainConfig:
             raise FedGANError("learning rates must be > 0")
         if min(self.dp_epsilon, self.dp_noise) < 0 or self.dp_clip <= 0 or not 0 < self.dp_delta < 1:
             raise FedGANError("need dp-epsilon >= 0, dp-noise >= 0, dp-clip > 0 and 0 < dp-delta < 1")
+
+
+def train_from_record(record: dict[str, Any]) -> TrainConfig:
+    """The `TrainConfig` a checkpoint recorded. Checkpoints from before `generator_grade_weight`
+    existed applied `grade_weight` to the generator too, so that is what resuming them keeps."""
+    values = dict(record)
+    values.setdefault("generator_grade_weight", values.get("grade_weight", TrainConfig.grade_weight))
+    return TrainConfig(**values)
 
 
 @dataclasses.dataclass(frozen=True)

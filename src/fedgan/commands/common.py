@@ -290,7 +290,14 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
     group.add_argument(
         "--grade-weight",
         type=float,
-        help=train_help("with --grade-head: weight of its grade cross-entropy in D's and G's losses", "grade_weight"),
+        help=train_help("with --grade-head: weight of its cross-entropy on real images in D's loss", "grade_weight"),
+    )
+    group.add_argument(
+        "--generator-grade-weight",
+        type=float,
+        help=train_help(
+            "with --grade-head: weight of the head's cross-entropy on fakes in G's loss", "generator_grade_weight"
+        ),
     )
     group.add_argument(
         "--eval-every",

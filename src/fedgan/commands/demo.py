@@ -17,11 +17,11 @@ def add_parser(sub: Any) -> None:
         """
         Generate fundus photographs (EyePACS layout) and CT series (DICOM), prepare both into
         stores, show the partitions for 3/5/7/10 hospitals, train a grade-conditional GAN on
-        fundus (64 px) centrally and across 3 simulated hospitals with Flower, evaluate both with
-        the store's fixed evaluator and write an HTML report per run, a preview and a run record.
-        Both runs start from a fresh model (the CT store is prepared for the paper's pretraining
-        phase, which at this size measured worse). Under ten minutes on 2 cores; data already
-        generated in DIR is reused.
+        fundus (64 px, --recipe graded) centrally and across 3 simulated hospitals with Flower,
+        evaluate both with the store's fixed evaluator and write an HTML report per run, a preview
+        and a run record. Both runs start from a fresh model (the CT store is prepared for the
+        paper's pretraining phase, which at this size measured worse). Under ten minutes on 2
+        cores; data already generated in DIR is reused.
         """,
         """
         fedgan demo

@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fedgan.config import TrainConfig
+    from fedgan.config import train_from_record
     from fedgan.runfolder import RunFolder
     from fedgan.training.checkpoint import read_checkpoint
     from fedgan.training.device import resolve_device
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> None:
         if args.store or args.out or args.init:
             raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init")
         resumed = RunFolder(args.resume)
-        train = read_checkpoint(resumed.latest)["train_config"]
-        probe = quality_probe(resumed.store(), TrainConfig(**train))
+        probe = quality_probe(resumed.store(), train_from_record(read_checkpoint(resumed.latest)["train_config"]))
         state = resume_centralised(args.resume, epochs=args.epochs, device=device, progress=not args.quiet, probe=probe)
         run = args.resume
     else:

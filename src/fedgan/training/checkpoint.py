@@ -21,7 +21,7 @@ import torch
 
 from fedgan import __version__
 from fedgan.atomic import sync_folder, write_bytes_atomic
-from fedgan.config import TrainConfig, model_from_record, model_record
+from fedgan.config import TrainConfig, model_from_record, model_record, train_from_record
 from fedgan.errors import FedGANError
 from fedgan.runfolder import LATEST, RunFolder
 from fedgan.training.loop import TrainingState
@@ -146,7 +146,7 @@ def read_checkpoint_file(path: Path) -> dict[str, Any]:
 def restore_state(data: dict[str, Any], device: torch.device) -> tuple[TrainingState, TrainConfig]:
     """Rebuild the exact training state (architecture from the checkpoint) to resume a run."""
     model_config = model_from_record(data["model_config"])
-    train_config = TrainConfig(**data["train_config"])
+    train_config = train_from_record(data["train_config"])
     state = new_model_state(model_config, train_config, device)
     for name, network in state.networks().items():
         network.load_state_dict(data[name])

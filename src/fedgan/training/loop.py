@@ -236,22 +236,22 @@ def g_loss_term(logits: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     )  # non-saturating
 
 
-def grade_term(
-    grade_logits: torch.Tensor | None, labels: torch.Tensor | None, config: TrainConfig
-) -> torch.Tensor | float:
+def grade_term(grade_logits: torch.Tensor | None, labels: torch.Tensor | None, weight: float) -> torch.Tensor | float:
     """The grade head's weighted cross-entropy (AC-GAN), or 0 without a head."""
     if grade_logits is None or labels is None:
         return 0.0
-    return config.grade_weight * F.cross_entropy(grade_logits.float(), labels)
+    return weight * F.cross_entropy(grade_logits.float(), labels)
 
 
 def generator_loss(
     discriminator: Discriminator, fake_seen: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig
 ) -> torch.Tensor:
     """The generator's loss through `discriminator`: fool it and, with a grade head, be classified
-    as the grade asked for."""
+    as the grade asked for, weighed apart from the head's own training (`generator_grade_weight`):
+    pushed as hard as D's head learns, G draws grades as caricatures a classifier reads at once
+    (grainy, blotched images; docs/recipe.md, "The grade head's two weights")."""
     logits, grade_logits = discriminator.logits_and_grades(fake_seen, labels)
-    return g_loss_term(logits, config) + grade_term(grade_logits, labels, config)
+    return g_loss_term(logits, config) + grade_term(grade_logits, labels, config.generator_grade_weight)
 
 
 def r1_penalty(
@@ -302,7 +302,7 @@ class DiscriminatorSide:
                 real_logits, real_grades = self.discriminator.logits_and_grades(real_seen, real_labels)
                 fake_logits = self.discriminator(fake_seen.detach(), fake_labels)
             d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
-            d_loss = d_loss_real + d_loss_fake + grade_term(real_grades, real_labels, config)
+            d_loss = d_loss_real + d_loss_fake + grade_term(real_grades, real_labels, config.grade_weight)
         self.optimiser.zero_grad(set_to_none=True)
         (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
         self.optimiser.step()  # under DP-SGD: clip per sample, add noise, count the step
