@@ -59,7 +59,7 @@ def head_kappa(state: GANState, images: np.ndarray, grades: np.ndarray) -> float
 
 def run(variant: str, store_path: Path, probe: QualityProbe, args: argparse.Namespace) -> list[dict]:
     store = Store(store_path)
-    model, train = store_configs(variant, store, args)
+    model, train = store_configs(variant, store, args, args.seed)
     images, grades = store.load("train")
     frequencies = np.bincount(grades, minlength=NUM_GRADES) / len(grades)
     data = InMemory(torch.from_numpy(images), torch.from_numpy(grades))
