@@ -30,7 +30,7 @@ from fedgan.training.loop import (
     new_state,
     train_epoch,
 )
-from fedgan.training.privacy import attach_privacy
+from fedgan.training.privacy import attach_privacy, check_private_model
 from fedgan.training.recipes import RECIPES, apply_recipe
 from fedgan.training.run import resume_centralised, train_centralised
 
@@ -167,7 +167,7 @@ def test_grade_head_learns_the_real_grades_and_steers_the_generator() -> None:
         train_epoch(state, InMemory(images, grades), train)
     state.discriminator.eval()
     with torch.no_grad():
-        logits, grade_logits = state.discriminator.logits_and_grades(images, grades)
+        logits, grade_logits, _ = state.discriminator.logits_and_grades(images, grades)
     assert logits.shape == (160,) and float((grade_logits.argmax(1) == grades).float().mean()) > 0.9
     z = torch.randn(100, model.latent_dim, generator=torch.Generator().manual_seed(0))
     means = generate(state, z, torch.arange(5).repeat_interleave(20)).view(5, -1).mean(dim=1)
@@ -196,13 +196,51 @@ def test_generator_and_discriminator_weigh_the_grade_head_apart() -> None:
     state.discriminator.eval()  # spectral norm's power iteration must not move between the passes
     images, grades = brightness_graded(2)
     with torch.no_grad():
-        logits, grade_logits = state.discriminator.logits_and_grades(images, grades)
+        logits, grade_logits, _ = state.discriminator.logits_and_grades(images, grades)
         cross_entropy = torch.nn.functional.cross_entropy(grade_logits, grades)
         for d_weight, g_weight in ((3.0, 0.0), (3.0, 1.0), (0.0, 2.0)):
             config = TrainConfig(grade_weight=d_weight, generator_grade_weight=g_weight)
             expected = g_loss_term(logits, config) + g_weight * cross_entropy
             assert torch.allclose(generator_loss(state.discriminator, images, grades, config), expected)
     assert cross_entropy > 0.1  # the head's term is not negligible, so the weights above were tested
+
+
+def test_twin_head_learns_the_generated_grades_only_and_pushes_the_generator_off_it() -> None:
+    """TAC-GAN: D's twin learns the grades of generated images (real ones' grades do not reach it),
+    and G's loss subtracts exactly the twin's cross-entropy at `generator_grade_weight`."""
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True, "twin_head": True})
+    state = new_state(model, TrainConfig(), torch.device("cpu"))
+    discriminator = state.discriminator.eval()  # spectral norm's power iteration must not move between passes
+    images, grades = brightness_graded(2)
+    real, fake = images[:5], images[5:]
+    config = TrainConfig(grade_weight=3.0, generator_grade_weight=0.5)
+    twin = discriminator.twin_head.parametrizations.weight.original
+
+    def twin_gradient(real_grades: torch.Tensor) -> torch.Tensor:
+        side = DiscriminatorSide(discriminator, torch.optim.SGD(discriminator.parameters(), lr=0.0))
+        side.update(real, real_grades, fake, grades[5:], config, regularise=False)
+        return twin.grad.clone()
+
+    _, _, twins = discriminator.logits_and_grades(torch.cat([real, fake]), grades)
+    expected = torch.autograd.grad(3.0 * torch.nn.functional.cross_entropy(twins[5:], grades[5:]), twin)[0]
+    assert torch.allclose(twin_gradient(grades[:5]), expected, atol=1e-6) and expected.abs().sum() > 0
+    assert torch.allclose(twin_gradient((grades[:5] + 2) % 5), expected, atol=1e-6)  # real grades: no effect
+    with torch.no_grad():
+        logits, head, twins = discriminator.logits_and_grades(fake, grades[5:])
+        expected_loss = (
+            g_loss_term(logits, config)
+            + 0.5 * torch.nn.functional.cross_entropy(head, grades[5:])
+            - 0.5 * torch.nn.functional.cross_entropy(twins, grades[5:])
+        )
+        assert torch.allclose(generator_loss(discriminator, fake, grades[5:], config), expected_loss)
+    assert build_models(GANConfig(**{**TINY.__dict__, "num_classes": 5, "twin_head": True}))[1].twin_head is None
+
+
+def test_dp_refuses_a_twin_head_with_the_fix() -> None:
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True, "twin_head": True})
+    model = dataclasses.replace(model, spectral_norm=False, norm="group")
+    with pytest.raises(FedGANError, match="twin-head"):
+        check_private_model(model, TrainConfig(dp_noise=1.0))
 
 
 def test_checkpoints_from_before_the_generator_grade_weight_resume_as_they_trained() -> None:

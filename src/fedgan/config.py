@@ -120,6 +120,7 @@ class GANConfig:
     upsample: str = "transposed"  # transposed (the paper's) | resize (nearest + 3x3 conv)
     grade_norm: bool = False  # conditional: per-grade gain and bias after each generator block's norm layer
     grade_head: bool = False  # conditional: D also classifies the grade (AC-GAN); TrainConfig.grade_weight weighs it
+    twin_head: bool = False  # with grade_head: a twin classifier of generated images' grades (TAC-GAN)
 
     def __post_init__(self) -> None:
         if self.resolution < 16 or self.resolution & (self.resolution - 1):
@@ -147,6 +148,10 @@ class GANConfig:
     @property
     def has_grade_head(self) -> bool:
         return self.grade_head and self.conditional
+
+    @property
+    def has_twin_head(self) -> bool:
+        return self.twin_head and self.has_grade_head
 
     @property
     def kind(self) -> str:

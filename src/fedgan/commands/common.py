@@ -365,6 +365,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, epochs_help: str, seve
     )
     add_switch(group, "--grade-norm", model_help("conditional: per-grade gain and bias in every G block", "grade_norm"))
     add_switch(group, "--grade-head", model_help("conditional: D also classifies the grade (AC-GAN)", "grade_head"))
+    add_switch(
+        group,
+        "--twin-head",
+        model_help("with --grade-head: a twin classifier of generated images' grades (TAC-GAN)", "twin_head"),
+    )
     group = parser.add_argument_group("diffusion model (--model ddpm; it learns at --lr-generator)")
     group.add_argument("--width", type=int, help=diffusion_help("UNet channels at full resolution", "width"))
     group.add_argument(
@@ -402,6 +407,7 @@ MODEL_FLAGS = {
         "upsample",
         "grade_norm",
         "grade_head",
+        "twin_head",
     ),
     "ddpm": (
         "width",

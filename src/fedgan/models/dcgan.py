@@ -21,7 +21,11 @@ The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
 `grade_head` the discriminator also classifies every image's grade from the same features
 (the auxiliary classifier of AC-GAN, Odena et al. 2017): the loop trains it on real images and
 asks the generator for images it classifies as their grade, a signal aimed at what tells grades
-apart, which the projection term only carries mixed into realism.
+apart, which the projection term only carries mixed into realism. With `twin_head` a second
+classifier learns the grades of *generated* images (TAC-GAN, Gong et al. 2019): the generator
+is asked to be read as its grade by the first and to leave the twin no easier a task than the
+real images leave the first, which removes AC-GAN's pull toward caricatures that a classifier
+reads at once (grainy, blotched samples on our data; docs/recipe.md).
 
 Normalisation is a choice because federation (BatchNorm statistics under FedAvg), secure
 aggregation (integer buffers) and differential privacy (Opacus rejects BatchNorm) constrain it:
@@ -159,6 +163,7 @@ class Discriminator(nn.Module):
         self.logit = nn.Linear(self.feature_dim, 1)
         self.embed = nn.Embedding(config.num_classes, self.feature_dim) if config.conditional else None
         self.grade_head = nn.Linear(self.feature_dim, config.num_classes) if config.has_grade_head else None
+        self.twin_head = nn.Linear(self.feature_dim, config.num_classes) if config.has_twin_head else None
         self.apply(glorot_init)
         if config.spectral_norm:  # after init: the parametrisation keeps the initialised weight as its `original`
             for module in self.modules():
@@ -177,12 +182,17 @@ class Discriminator(nn.Module):
 
     def logits_and_grades(
         self, images: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Real/fake logits (N,) and, with a grade head, grade logits (N, grades), from one pass.
-        `forward` leaves the head out: under DP-SGD a layer run whose output takes no gradient
-        would leave Opacus without its per-sample gradient."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Real/fake logits (N,) and the grade head's and twin head's grade logits (N, grades),
+        each None without its head, from one pass. `forward` leaves the heads out: under DP-SGD a
+        layer run whose output takes no gradient would leave Opacus without its per-sample
+        gradient (which is also why DP-SGD refuses a twin head: it is run on real images too)."""
         h = self.features(images)
-        return self.realness(h, labels), None if self.grade_head is None else self.grade_head(h)
+        return (
+            self.realness(h, labels),
+            None if self.grade_head is None else self.grade_head(h),
+            None if self.twin_head is None else self.twin_head(h),
+        )
 
     def realness(self, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         out = self.logit(h).squeeze(1)

@@ -164,9 +164,9 @@ def restore_state(data: dict[str, Any], device: torch.device) -> tuple[TrainingS
 
 
 #: per kind, the parameters a conditional model may lack in an unconditional source (its grade embeddings)
-GRADE_EMBEDDINGS = {"gan": ("embed.", "grade_norms.", "grade_head."), "ddpm": ("unet.class_embedding.",)}
+GRADE_EMBEDDINGS = {"gan": ("embed.", "grade_norms.", "grade_head.", "twin_head."), "ddpm": ("unet.class_embedding.",)}
 #: config fields that do not shape the weights, so a source may differ in them
-NOT_SHAPING = {"num_classes", "grade_norm", "grade_head", "sample_steps", "guidance", "label_dropout"}
+NOT_SHAPING = {"num_classes", "grade_norm", "grade_head", "twin_head", "sample_steps", "guidance", "label_dropout"}
 
 
 def init_from_checkpoint(state: TrainingState, path: Path, train_config: TrainConfig) -> list[str]:

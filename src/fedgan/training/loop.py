@@ -250,8 +250,12 @@ def generator_loss(
     as the grade asked for, weighed apart from the head's own training (`generator_grade_weight`):
     pushed as hard as D's head learns, G draws grades as caricatures a classifier reads at once
     (grainy, blotched images; docs/recipe.md, "The grade head's two weights")."""
-    logits, grade_logits = discriminator.logits_and_grades(fake_seen, labels)
-    return g_loss_term(logits, config) + grade_term(grade_logits, labels, config.generator_grade_weight)
+    logits, grade_logits, twin_logits = discriminator.logits_and_grades(fake_seen, labels)
+    return (
+        g_loss_term(logits, config)
+        + grade_term(grade_logits, labels, config.generator_grade_weight)
+        - grade_term(twin_logits, labels, config.generator_grade_weight)
+    )
 
 
 def r1_penalty(
@@ -295,14 +299,23 @@ class DiscriminatorSide:
             if self.private is None and not self.discriminator.batch_coupled:
                 both = torch.cat([real_seen, fake_seen.detach()])
                 labels = None if real_labels is None else torch.cat([real_labels, fake_labels])
-                logits, grades = self.discriminator.logits_and_grades(both, labels)
+                logits, grades, twins = self.discriminator.logits_and_grades(both, labels)
                 real_logits, fake_logits = logits.split([len(real_seen), len(fake_seen)])
                 real_grades = None if grades is None else grades[: len(real_seen)]
+                fake_twins = None if twins is None else twins[len(real_seen) :]
             else:
-                real_logits, real_grades = self.discriminator.logits_and_grades(real_seen, real_labels)
-                fake_logits = self.discriminator(fake_seen.detach(), fake_labels)
+                real_logits, real_grades, _ = self.discriminator.logits_and_grades(real_seen, real_labels)
+                if self.discriminator.twin_head is None:
+                    fake_logits, fake_twins = self.discriminator(fake_seen.detach(), fake_labels), None
+                else:  # batch norm without DP-SGD: DP refuses a twin head (`privacy.check_private_model`)
+                    fake_logits, _, fake_twins = self.discriminator.logits_and_grades(fake_seen.detach(), fake_labels)
             d_loss_real, d_loss_fake = d_loss_terms(real_logits, fake_logits, config)
-            d_loss = d_loss_real + d_loss_fake + grade_term(real_grades, real_labels, config.grade_weight)
+            d_loss = (
+                d_loss_real
+                + d_loss_fake
+                + grade_term(real_grades, real_labels, config.grade_weight)  # the head learns real grades
+                + grade_term(fake_twins, fake_labels, config.grade_weight)  # its twin the generated ones'
+            )
         self.optimiser.zero_grad(set_to_none=True)
         (d_loss + r1_penalty(self.discriminator, real_seen, real_labels, config) if regularise else d_loss).backward()
         self.optimiser.step()  # under DP-SGD: clip per sample, add noise, count the step

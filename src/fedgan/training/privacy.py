@@ -152,6 +152,11 @@ def check_private_model(model_config: ModelConfig, config: TrainConfig) -> None:
             "differential privacy cannot run with the R1 penalty (Opacus has no per-sample double backward): set "
             "r1-gamma to 0"
         )
+    if model_config.has_twin_head:
+        raise FedGANError(
+            "differential privacy cannot train a twin grade head (it runs on real images without taking a gradient "
+            "there, which leaves Opacus without per-sample gradients): drop --twin-head (model: twin-head = false)"
+        )
     if model_config.spectral_norm:
         raise FedGANError(
             "differential privacy cannot train a spectrally normalised discriminator (Opacus has no per-sample "
