@@ -236,6 +236,19 @@ def test_twin_head_learns_the_generated_grades_only_and_pushes_the_generator_off
     assert build_models(GANConfig(**{**TINY.__dict__, "num_classes": 5, "twin_head": True}))[1].twin_head is None
 
 
+def test_twin_head_trains_beside_a_batch_normed_discriminator() -> None:
+    """With batch norm in D, real and fake images take separate passes; the twin still learns."""
+    model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True, "twin_head": True})
+    model = dataclasses.replace(model, spectral_norm=False, norm="batch")
+    train = TrainConfig(batch_size=16, augment="")
+    state = new_state(model, train, torch.device("cpu"))
+    assert state.discriminator.batch_coupled
+    before = state.discriminator.twin_head.weight.detach().clone()
+    images, grades = brightness_graded(4)
+    train_epoch(state, InMemory(images, grades), train)
+    assert not torch.equal(before, state.discriminator.twin_head.weight)
+
+
 def test_dp_refuses_a_twin_head_with_the_fix() -> None:
     model = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_head": True, "twin_head": True})
     model = dataclasses.replace(model, spectral_norm=False, norm="group")

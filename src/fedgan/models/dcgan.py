@@ -22,10 +22,10 @@ The discriminator is a projection discriminator (Miyato & Koyama 2018), adding
 (the auxiliary classifier of AC-GAN, Odena et al. 2017): the loop trains it on real images and
 asks the generator for images it classifies as their grade, a signal aimed at what tells grades
 apart, which the projection term only carries mixed into realism. With `twin_head` a second
-classifier learns the grades of *generated* images (TAC-GAN, Gong et al. 2019): the generator
-is asked to be read as its grade by the first and to leave the twin no easier a task than the
-real images leave the first, which removes AC-GAN's pull toward caricatures that a classifier
-reads at once (grainy, blotched samples on our data; docs/recipe.md).
+classifier learns the grades of *generated* images (TAC-GAN, Gong et al. 2019), and the generator
+minimises the first head's cross-entropy while maximising the twin's: that cancels the part of
+the first head's reward that comes from generated images being easy to classify, which is
+AC-GAN's pull toward caricatures (grainy, blotched samples on our data; docs/recipe.md).
 
 Normalisation is a choice because federation (BatchNorm statistics under FedAvg), secure
 aggregation (integer buffers) and differential privacy (Opacus rejects BatchNorm) constrain it:
