@@ -209,6 +209,24 @@ def test_transfer_from_ct_pretraining(ct_store: Path, fundus_store: Path, tmp_pa
     assert "ct" in (tmp_path / "fundus" / "config.toml").read_text()
 
 
+def test_a_grade_head_checkpoint_starts_a_twin_head_model_and_back(tmp_path: Path) -> None:
+    """`--twin-head` runs may start from an AC-GAN (`graded`) run: the twin is the one new layer,
+    everything else, the grade head included, is the source's. The other way the twin is dropped."""
+    graded_config = GANConfig(**{**TINY.__dict__, "num_classes": 5, "grade_norm": True, "grade_head": True})
+    twin_config = dataclasses.replace(graded_config, twin_head=True)
+    graded = new_state(graded_config, FAST, torch.device("cpu"))
+    save_checkpoint(graded, FAST, tmp_path / "graded", "latest", extra={})
+    twin = new_state(twin_config, FAST, torch.device("cpu"))
+    assert init_from_checkpoint(twin, tmp_path / "graded", FAST) == ["discriminator.twin_head"]
+    theirs, ours = weights(graded), weights(twin)
+    assert any(k.startswith("d.twin_head.") for k in ours) and not any(k.startswith("d.twin_head.") for k in theirs)
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)  # grade head, embeddings and norms included
+    save_checkpoint(twin, FAST, tmp_path / "twin", "latest", extra={})
+    back = new_state(graded_config, FAST, torch.device("cpu"))
+    assert init_from_checkpoint(back, tmp_path / "twin", FAST) == []
+    assert all(torch.equal(ours[k], v) for k, v in weights(back).items())
+
+
 @pytest.mark.parametrize("change", [dict(latent_dim=32), dict(generator_width=128), dict(norm="group")])
 def test_transfer_with_another_architecture_is_refused(ct_store: Path, tmp_path: Path, change: dict) -> None:
     train_centralised(
