@@ -81,7 +81,7 @@ def busy_process() -> subprocess.Popen:
     would: in a session of its own. With the scheduler's autogroups (`/proc/sys/kernel/
     sched_autogroup_enabled`, on by default in most distributions) CPU time is shared between
     sessions before it is shared between their threads; on our 2-core machine the same job in our
-    own session slowed the default step about 3 x, in a session of its own about 18 x."""
+    own session slowed the default step about 3 x, in a session of its own about 20 x."""
     return subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True)
 
 
