@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -91,25 +90,6 @@ def test_the_deployment_run_config_in_pyproject_holds_the_same_defaults() -> Non
     for key in ("rounds", "weighting", "fraction", "min-successful", "round-timeout", "secagg-clip"):
         assert federation[key] == getattr(FEDERATION, key.replace("-", "_")), key
     assert tuple(federation["disclose"].split(",")) == FEDERATION.disclose
-
-
-@pytest.mark.parametrize(
-    ("environment", "seen"),
-    [({}, "10000 None"), ({"GOMP_SPINCOUNT": "5"}, "5 None"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE")],
-)
-def test_importing_fedgan_sets_openmp_spinning_unless_the_user_did(environment: dict, seen: str) -> None:
-    """Set before torch loads libgomp, so the command's processes (and the engines' workers, which
-    inherit the environment) spin briefly at barriers: beside a busy job a step is 6 x faster."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    shown_env = "import os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
-    out = subprocess.run(
-        [sys.executable, "-c", f"import fedgan; {shown_env}"],
-        env=clean | environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert out.split() == seen.split()
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
