@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone (see README): `make demo` and `make test`.
 # Both create .venv on first use and are quick once it is up to date.
-# `make demo` takes under ten minutes on a 2-core CPU (9 min 6 s, 2026-12-07), `make test` about twelve (tests about 10 min: a file per worker, four workers).
+# `make demo` takes under ten minutes on a 2-core CPU (5 min 6 s to 9 min 6 s, by machine and day), `make test` about twelve (tests about 10 min: a file per worker, four workers).
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed

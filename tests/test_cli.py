@@ -106,6 +106,15 @@ def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"fedgan: error: {tmp_path / 'missing'}: input folder not found"
     result = run("inspect", str(tmp_path))
     assert result.returncode == 1 and "not a FedGAN store" in result.stderr and result.stderr.count("\n") == 1
+    result = run("federate", "--store", str(tmp_path), "--out", str(tmp_path / "run"), "--clients", "0")
+    assert result.returncode == 1 and result.stderr.strip().endswith(
+        "--clients must be at least 1 (1 is the centralised baseline), got 0"
+    )
+    (tmp_path / "notes.pt").write_text("a text file given where a checkpoint belongs\n")
+    result = run("sample", str(tmp_path / "notes.pt"), "--out", str(tmp_path / "samples"), "--count", "4")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "notes.pt: not a readable checkpoint, truncated or corrupt (not a torch file)" in result.stderr
+    assert not (tmp_path / "samples").exists()
 
 
 def test_synth_prepare_inspect_partition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

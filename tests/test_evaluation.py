@@ -109,6 +109,16 @@ def test_evaluator_sanity_real_vs_real_small_and_monotone_in_blur_and_noise(eval
     assert halves < blurred[-1] and halves < noised[-1]
 
 
+def test_an_unreadable_evaluator_cache_is_made_again(eval_store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = load_evaluator(eval_store)
+    first.path.write_text("half a copy")  # what a crash mid-copy or a disk error leaves
+    again = load_evaluator(eval_store)
+    assert f"{first.path}: not a readable evaluator, truncated or corrupt (not a torch file); making it again" in (
+        caplog.text
+    )
+    assert again.path == first.path and again.sha256 == first.sha256  # the same evaluator, from the same images
+
+
 def test_features_do_not_depend_on_batch_size(eval_store: Path) -> None:
     evaluator = load_evaluator(eval_store)
     images, _ = Store(eval_store).load("train")

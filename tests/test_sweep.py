@@ -10,7 +10,7 @@ import pytest
 from helpers import TINY, TINY_DDPM, small_store
 
 from fedgan.config import TrainConfig
-from fedgan.sweep import CENTRALISED, SweepSettings, SweptModel, run_sweep
+from fedgan.sweep import CENTRALISED, SweepSettings, SweptModel, relative, run_sweep
 from fedgan.training.recipes import apply_recipe
 
 pytestmark = pytest.mark.slow
@@ -55,6 +55,21 @@ def test_sweep_compares_sizes_and_models_with_one_evaluator_and_resumes(store: P
     stamps = {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")}
     assert run_sweep(settings) == rows  # finished members are neither retrained nor re-evaluated
     assert {p: p.stat().st_mtime_ns for p in settings.out.glob("*/checkpoints/*.pt")} == stamps
+
+
+def test_fractions_of_the_baseline_only_where_the_baseline_is_above_zero() -> None:
+    metrics = ("paper_realism", "fd", "kid", "precision", "recall", "coverage", "tstr_kappa")
+    base = {"model": "gan", "algorithm": ""} | dict(
+        zip(metrics, (0.25, 654.0, 13.6, 0.0, 0.0, 0.0, -0.045), strict=True)
+    )
+    member = {"model": "gan", "algorithm": "mdgan"} | dict(
+        zip(metrics, (0.22, 691.0, 15.0, 0.0, 0.0, 0.0, -0.063), strict=True)
+    )
+    relative([base, member])
+    assert member["kid_vs_centralised"] == pytest.approx(15.0 / 13.6)
+    assert member["paper_realism_vs_centralised"] == pytest.approx(0.22 / 0.25)
+    # a kappa below chance, and a precision of 0, give no fraction (a sweep once printed "1.40x" here)
+    assert member["tstr_kappa_vs_centralised"] is None and member["precision_vs_centralised"] is None
 
 
 def test_sweep_command_line_rejects_bad_sizes(tmp_path: Path) -> None:

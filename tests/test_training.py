@@ -149,6 +149,9 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path: Path) -
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(FedGANError, match="not a FedGAN checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "notes.pt").write_text("not a checkpoint at all\n")  # a wrong file given to --init or --resume
+    with pytest.raises(FedGANError, match=r"notes.pt: not a readable checkpoint, truncated or corrupt \(not a torch"):
+        read_checkpoint(tmp_path / "notes.pt")
 
 
 def test_a_model_loaded_for_use_samples_like_the_training_state_and_leaves_the_rng_alone(tmp_path: Path) -> None:

@@ -175,12 +175,15 @@ def row(name: str, model: str, clients: int, algorithm: str, result: dict[str, A
 
 
 def relative(rows: list[dict[str, Any]]) -> None:
-    """Add each metric as a fraction of its model's centralised baseline's (`<key>_vs_centralised`)."""
+    """Add each metric as a fraction of its model's centralised baseline's (`<key>_vs_centralised`),
+    where that baseline is above 0: a fraction of a kappa at or below chance, or of a KID that
+    sampling error took below 0, would read as a gain or a loss that is neither."""
     bases = {r["model"]: r for r in rows if not r["algorithm"]}  # the centralised rows
     for r in rows:
         base = bases[r["model"]]
         for key, _, _ in COLUMNS:
-            r[f"{key}_vs_centralised"] = r[key] / base[key] if r[key] is not None and base[key] else None
+            usable = r[key] is not None and base[key] is not None and base[key] > 0
+            r[f"{key}_vs_centralised"] = r[key] / base[key] if usable else None
 
 
 def run_sweep(settings: SweepSettings) -> list[dict[str, Any]]:

@@ -146,8 +146,10 @@ def run(args: argparse.Namespace) -> None:
             raise FedGANError("--resume takes its store and settings from the run; drop --store/--out/--init/--clients")
         run = resume_federation(args.resume, rounds=args.rounds)
     else:
-        if not args.store or not args.out or not args.clients:
+        if not args.store or not args.out or args.clients is None:
             raise FedGANError("fedgan federate needs --store, --out and --clients (or --resume RUN)")
+        if args.clients < 1:
+            raise FedGANError(f"--clients must be at least 1 (1 is the centralised baseline), got {args.clients}")
         model, train = model_configs(args, epochs=FEDERATION.local_epochs)
         run = federate(
             args.store,

@@ -41,6 +41,7 @@ from fedgan.evaluation.grader import GradeNet, GraderTraining, predict_grades, s
 from fedgan.evaluation.kappa import quadratic_weighted_kappa
 from fedgan.evaluation.results import REAL_TRAINED
 from fedgan.evaluation.structure import StructureSpace
+from fedgan.torchfile import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,25 @@ def evaluator_folder(store: Store) -> Path:
     return folder
 
 
+def cached(path: Path, what: str) -> dict[str, Any]:
+    """A cache file's contents, or {} where there is none or it cannot be read: both caches are
+    made from the store alone, so an unreadable one (a crash mid-copy, a disk error) is made again
+    rather than stopping every evaluation of the store."""
+    if not path.exists():
+        return {}
+    try:
+        return load_torch_file(path, what)
+    except FedGANError as problem:
+        log.warning("%s; making it again", problem)
+        return {}
+
+
 def load_evaluator(store_path: Path, training: GraderTraining = GraderTraining()) -> Evaluator:
     """The store's evaluator, trained and saved on first use."""
     store = Store(store_path)
     legacy = store.path / EVALUATOR_FILE
     path = legacy if legacy.exists() else evaluator_folder(store) / EVALUATOR_FILE
-    saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
+    saved = cached(path, "evaluator")
     if saved.get("version") != EVALUATOR_VERSION:
         fit, _ = heldout_halves(store)
         images, labels = store.load("heldout", fit)
@@ -184,7 +198,7 @@ def real_trained_grader(
     evaluator, for its hash and training settings."""
     store = Store(store_path)
     path = evaluator_folder(store) / REAL_GRADER_FILE
-    saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else {}
+    saved = cached(path, "real-data grader")
     if saved.get("evaluator_sha256") == evaluator.sha256 and saved.get("training") == dataclasses.asdict(training):
         return saved_grader(int(saved["in_channels"]), saved["state"])
     images, labels = store.load("train")

@@ -31,6 +31,7 @@ from fedgan.config import NUM_GRADES, GANConfig, TrainConfig, model_from_record
 from fedgan.federation import keys
 from fedgan.federation.local_data import local_data
 from fedgan.models.dcgan import Discriminator
+from fedgan.torchfile import load_torch_file
 from fedgan.training.augment import augment_generator
 from fedgan.training.checkpoint import prune_checkpoints
 from fedgan.training.data import InMemory
@@ -109,7 +110,7 @@ def load_judge(path: Path, judge: Judge, round_number: int, exchange: int) -> No
     at a round's start any earlier state: a hospital left out of rounds (late, failed) rejoins
     with the discriminator it had, while one ahead of the server (which resumed from an older
     checkpoint) must not go on with steps the server has not taken."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_torch_file(path, "hospital state")
     found = tuple(data["position"])
     if found != (round_number, exchange - 1) and not (exchange == 0 and found[0] < round_number):
         expected = (round_number, exchange - 1) if exchange else (round_number - 1, "last")

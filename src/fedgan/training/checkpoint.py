@@ -13,7 +13,6 @@ import dataclasses
 import io
 import logging
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from fedgan.atomic import sync_folder, write_bytes_atomic
 from fedgan.config import TrainConfig, model_from_record, model_record, train_from_record
 from fedgan.errors import FedGANError
 from fedgan.runfolder import LATEST, RunFolder
+from fedgan.torchfile import load_torch_file
 from fedgan.training.loop import TrainingState
 from fedgan.training.states import new_model_state
 
@@ -125,14 +125,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def read_checkpoint_file(path: Path) -> dict[str, Any]:
     """Load and validate one checkpoint file."""
-    if not path.exists():
-        raise FedGANError(f"{path}: checkpoint not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise FedGANError(
-            f"{path}: not a readable checkpoint, truncated or corrupt ({str(exc).splitlines()[0][:120]})"
-        ) from None
+    data = load_torch_file(path, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FedGANError(f"{path}: not a FedGAN checkpoint")
     if data.get("format_version") != FORMAT_VERSION:

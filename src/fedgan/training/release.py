@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from fedgan import __version__
 from fedgan.atomic import write_bytes_atomic
 from fedgan.errors import FedGANError
 from fedgan.runfolder import RunFolder
+from fedgan.torchfile import load_torch_file
 from fedgan.training.checkpoint import BEST, read_checkpoint
 
 FORMAT = "fedgan-release"
@@ -95,8 +94,8 @@ def read_release(path: Path) -> dict[str, Any] | None:
     if not Path(path).is_file():
         return None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, pickle.UnpicklingError):
+        data = load_torch_file(path, "release")
+    except FedGANError:
         return None  # not a readable torch file: the checkpoint reader says what is wrong with it
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         return None
