@@ -138,10 +138,18 @@ def test_unsupported_combinations_fail_before_starting(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("in_process")
-def test_fedadam_federates_and_resumes_exactly(fundus_set: Path, tmp_path: Path) -> None:
-    """FedAdam's moments and bias correction continue across a resume (the round count too)."""
+@pytest.mark.parametrize(
+    ("name", "server_state"),
+    [("fedavgm", {"momentum_vector"}), ("fedadam", {"m_t", "v_t"}), ("fedyogi", {"m_t", "v_t"}), ("fedprox", set())],
+)
+def test_each_weight_averaging_algorithm_federates_and_resumes_exactly(
+    name: str, server_state: set[str], fundus_set: Path, tmp_path: Path
+) -> None:
+    """The server optimiser's state (momentum, Adam's moments and bias correction, the round
+    count) continues across a resume. FedAvg's resume is `test_federation.py`'s, mdgan's
+    `test_split.py`'s."""
     store = small_store(fundus_set, tmp_path / "store", 16, 0.1)
-    algorithm = AlgorithmConfig("fedadam")
+    algorithm = AlgorithmConfig(name)
     straight = federate(
         store,
         tmp_path / "a",
@@ -162,7 +170,7 @@ def test_fedadam_federates_and_resumes_exactly(fundus_set: Path, tmp_path: Path)
         train_config=LOCAL,
         algorithm=algorithm,
     )
-    assert set(read_checkpoint(stopped)["extra"][SERVER_OPTIMISER]) == {"m_t", "v_t"}
+    assert set(read_checkpoint(stopped)["extra"][SERVER_OPTIMISER]) == server_state
     resume_federation(stopped, rounds=2)
     a, b = read_checkpoint(straight), read_checkpoint(stopped)
     for net in ("generator", "discriminator", "generator_ema"):

@@ -163,7 +163,7 @@ def test_grade_head_learns_the_real_grades_and_steers_the_generator() -> None:
     state = new_state(model, train, torch.device("cpu"))
     assert state.discriminator.grade_head.out_features == 5
     images, grades = brightness_graded()
-    for _ in range(20):
+    for _ in range(40):  # at 20 epochs one CPU's rounding left seed 1 at 0.6 (seeds 0-5 all reach 1.0 at 40)
         train_epoch(state, InMemory(images, grades), train)
     state.discriminator.eval()
     with torch.no_grad():
@@ -339,13 +339,16 @@ def test_paper_recipe_reproduces_the_original_training(classes: int) -> None:
     finally:
         torch.set_num_threads(threads)
     losses, g_sum, d_sum = PAPER_PINNED[classes]
+    # recorded on one CPU; another's kernels round differently (an AMD EPYC ends 1.03e-6 away after the
+    # six steps), while a change of the recipe moves them by 5e-4 or more (the real label 0.9 to 0.901,
+    # the D learning rate by 1 %, beta1 0.5 to 0.505: 5.0e-4, 1.3e-3, 1.0e-3), hence 1e-5
     assert [v for s in history for v in (s.d_loss, s.g_loss)] == pytest.approx(
-        [v for pair in losses for v in pair], rel=1e-6, abs=1e-7
+        [v for pair in losses for v in pair], rel=1e-5, abs=1e-6
     )
     total = lambda module: float(sum(p.double().sum() for p in module.state_dict().values() if p.is_floating_point()))  # noqa: E731
     # float32 weights summed: the convolution kernels round differently with the layout and the load (the
     # channels-last networks end 1.1e-8 from the NCHW ones these sums were recorded with), hence 5e-8;
-    # the twelve losses above pin the steps themselves to 1e-6
+    # the twelve losses above pin the steps themselves to 1e-5
     assert total(state.generator) == pytest.approx(g_sum, rel=5e-8)
     assert total(state.discriminator) == pytest.approx(d_sum, rel=5e-8)
 
