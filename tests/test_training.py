@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 from helpers import TINY
 
+from fedgan import torchfile
 from fedgan.config import GANConfig, PreprocessConfig, StoreConfig, TrainConfig
 from fedgan.data.prepare import prepare_store
 from fedgan.data.store import Store
@@ -149,6 +151,15 @@ def test_truncated_and_foreign_checkpoints_are_one_line_errors(tmp_path: Path) -
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(FedGANError, match="not a FedGAN checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+
+    def unreadable(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.MonkeyPatch.context() as patch:  # a disk error: every read of the file fails
+        patch.setattr(torch, "load", unreadable)
+        patch.setattr(torchfile, "open", unreadable, raising=False)
+        with pytest.raises(FedGANError, match=r"epoch-0001.pt: not a readable checkpoint, .*Input/output error"):
+            read_checkpoint(path)
     (tmp_path / "notes.pt").write_text("not a checkpoint at all\n")  # a wrong file given to --init or --resume
     with pytest.raises(FedGANError, match=r"notes.pt: not a readable checkpoint, truncated or corrupt \(not a torch"):
         read_checkpoint(tmp_path / "notes.pt")

@@ -29,7 +29,10 @@ def load_torch_file(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - see the module's docstring
-        with open(path, "rb") as file:
-            head = file.read(len(ZIP_MAGIC))
-        why = "not a torch file" if head != ZIP_MAGIC else (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        try:
+            with open(path, "rb") as file:
+                foreign = file.read(len(ZIP_MAGIC)) != ZIP_MAGIC
+        except OSError:  # a disk error or no permission: the exception says so
+            foreign = False
+        why = "not a torch file" if foreign else (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise FedGANError(f"{path}: not a readable {what}, truncated or corrupt ({why})") from None
