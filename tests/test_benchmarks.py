@@ -66,3 +66,17 @@ def test_recipe_quality_trains_every_recipe_for_every_seed(store: Path, tmp_path
     assert all(r["steps"] > 0 and r["curve"] for r in results)
     across = out[out.index("across seeds") :].splitlines()
     assert across[1].split()[0] == "small-data" and across[2].split()[0] == "graded"
+
+
+@pytest.mark.slow
+def test_sample_gap_reports_every_block_and_the_grade_heads_reading(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "fedgan", "train", "--store", str(store), "--out", str(run), "--conditional"]
+    train += ["--recipe", "graded", "--epochs", "1", "--seed", "0", "-q", *TINY_WIDTHS]
+    subprocess.run(train, check=True, capture_output=True, timeout=300)
+    out = benchmark("sample_gap.py", "--run", str(run), "--store", str(store))
+    blocks = [line.split()[0] for line in out.splitlines()[2:9]]
+    assert blocks == ["layout", "band", "orientation", "coherence", "vessels", "checkerboard", "all"]
+    assert "mean moved onto the real mean" in out
+    readings = [line for line in out.splitlines() if "after a 3x3 median filter" in line]
+    assert len(readings) == 2 and all(0 <= float(line.split()[-1]) <= 1 for line in readings)
