@@ -88,7 +88,8 @@ def main() -> None:
 
     real_f, held_f, fake_f = (evaluator.embed(x, "structure") for x in (real, heldout, samples))
     print(f"{len(real)} samples against the store's {len(real)} training images, structure space")
-    print(f"{'block':14s} {'mean shift: real held-out':>26s} {'samples':>8s}   {'spread / real: held-out':>24s} {'samples':>8s}")
+    header = f"{'mean shift: real held-out':>26s} {'samples':>8s}   {'spread / real: held-out':>24s} {'samples':>8s}"
+    print(f"{'block':14s} {header}")
     start = 0
     for name, size in (*BLOCKS, ("all", real_f.shape[1])):
         cols = slice(start, start + size) if name != "all" else slice(None)
