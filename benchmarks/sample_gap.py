@@ -12,9 +12,10 @@ Two questions that the headline figures cannot answer:
 2. **Does the grade head read the grades from grain?** The share of samples that the run's own
    grade head reads as the grade they were asked for, and of real held-out images read as their
    grade, before and after a 3x3 median filter, which removes single-pixel grain and keeps
-   vessels and lesions of two pixels and more. If filtering lowers the samples' share and not the
-   real images', the generator carries the grade in grain the head was never shown on real images:
-   adversarial patterns, not lesions, and a grader trained on such samples learns nothing of use.
+   vessels and lesions of two pixels and more. Real lesions are small dots, so filtering lowers the
+   real images' share a little too; where it lowers the samples' share much more, the generator
+   carries much of the grade in single-pixel patterns the head rewards (adversarial patterns rather
+   than lesions), which a grader trained on the samples cannot use on photographs.
 
     python benchmarks/sample_gap.py --run RUN --store STORE
 """
@@ -69,7 +70,7 @@ def grade_reading(discriminator: torch.nn.Module, images: np.ndarray, grades: np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a trained GAN run folder (not a release)")
+    parser.add_argument("--run", type=Path, required=True, help="a trained run folder (a GAN's or a DDPM's)")
     parser.add_argument("--store", type=Path, required=True, help="the store it was trained on")
     parser.add_argument("--seed", type=int, default=1, help="draws the samples' noise and grades")
     args = parser.parse_args()
@@ -106,7 +107,7 @@ def main() -> None:
 
     discriminator = state.discriminator
     if discriminator is None or discriminator.grade_head is None:
-        print("the run's discriminator has no grade head: no grade reading to test")
+        print("the run has no grade head (a DDPM, or a GAN trained without one): no grade reading to test")
         return
     discriminator.eval()
     asked = torch.arange(len(real)) % NUM_GRADES  # every grade equally often
