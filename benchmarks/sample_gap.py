@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sampling_spread import noise_and_data_grades
 
 from fedgan.config import NUM_GRADES
 from fedgan.data.store import Store
@@ -81,10 +82,7 @@ def main() -> None:
     heldout, heldout_grades = store.load("heldout", test)
     heldout, heldout_grades = heldout[: len(real)], heldout_grades[: len(real)]
     state = load_trained(args.run)
-    rng = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(len(real), state.model_config.latent_dim, generator=rng)
-    frequencies = torch.from_numpy(np.bincount(grades, minlength=NUM_GRADES)).double()
-    labels = torch.multinomial(frequencies, len(real), replacement=True, generator=rng)
+    z, labels = noise_and_data_grades(state.model_config.latent_dim, grades, args.seed)
     samples = generate(state, z, labels if state.model_config.conditional else None).numpy()
 
     real_f, held_f, fake_f = (evaluator.embed(x, "structure") for x in (real, heldout, samples))

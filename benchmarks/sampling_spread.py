@@ -33,6 +33,15 @@ from fedgan.training.loop import generate
 from fedgan.training.trained import load_trained
 
 
+def noise_and_data_grades(latent_dim: int, grades: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One noise vector per real image, and grades drawn at the real images' frequencies: samples
+    comparable with the photographs one for one (`sample_gap.py` draws them the same way)."""
+    rng = torch.Generator().manual_seed(seed)
+    z = torch.randn(len(grades), latent_dim, generator=rng)
+    frequencies = torch.from_numpy(np.bincount(grades, minlength=NUM_GRADES)).double()
+    return z, torch.multinomial(frequencies, len(grades), replacement=True, generator=rng)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained GAN run folder")
@@ -61,10 +70,7 @@ def main() -> None:
     _, test = heldout_halves(store)
     show(f"real held-out ({min(len(test), len(real))} images)", store.load("heldout", test)[0][: len(real)])
     state = load_trained(args.run)
-    rng = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(len(real), state.model_config.latent_dim, generator=rng)
-    frequencies = torch.from_numpy(np.bincount(grades, minlength=NUM_GRADES)).double()
-    labels = torch.multinomial(frequencies, len(real), replacement=True, generator=rng)
+    z, labels = noise_and_data_grades(state.model_config.latent_dim, grades, args.seed)
     bins = int(store.manifest["preprocess"]["bins"])
     for scale in (float(s) for s in args.z_scales.split(",")):
         images = generate(state, z * scale, labels).numpy()
